@@ -1,0 +1,214 @@
+"""The ``cachelayer`` command: serve, providers, check-config, demo, local, layer."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import importlib.util
+import logging
+import os
+import signal
+import sys
+from typing import Any, List, Optional, Sequence
+
+from cachelayer.errors import CachelayerError
+
+log = logging.getLogger("cachelayer")
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Log lines to stderr as ``cachelayer LEVEL message`` (CloudWatch adds the time)."""
+    level = level.upper()
+    if level in ("NONE", "OFF"):
+        level = "CRITICAL"
+    if level == "WARN":
+        level = "WARNING"
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="[cachelayer] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def install_loop_policy() -> None:
+    """Use uvloop when it is installed: it roughly halves the CPU spent per cache hit."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop ships wheels for every Lambda platform
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+# -- serve ------------------------------------------------------------------------------------
+
+
+async def _serve(app: Any, ready_fd: Optional[int] = None) -> None:
+    from cachelayer.server import Server
+
+    server = Server(app)
+    await server.start()
+    if app.settings.init_startup:
+        await app.prefetch()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("serving on http://localhost:%d (auth: %s)", server.port, app.settings.auth)
+    print(f"cachelayer listening on http://127.0.0.1:{server.port}", flush=True)
+    await stop.wait()
+    app.on_shutdown("signal")
+    await server.close()
+    log.info("%s", app.stats_line())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from cachelayer.core.app import Application
+
+    env = dict(os.environ)
+    try:
+        app = Application.from_environment(env, config_path=args.config, port=args.port)
+    except CachelayerError as exc:
+        print(f"cachelayer: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(app.settings.log_level)
+    install_loop_policy()
+    try:
+        asyncio.run(_serve(app))
+    except OSError as exc:
+        print(f"cachelayer: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        app.close()
+    return 0
+
+
+# -- providers / check-config ----------------------------------------------------------------
+
+
+def cmd_providers(args: argparse.Namespace) -> int:
+    from cachelayer.core.config import plugin_filters
+    from cachelayer.plugins import discover
+
+    allow, deny = plugin_filters(os.environ)
+    try:
+        _, registry = discover(allow=allow, deny=deny)
+    except CachelayerError as exc:
+        print(f"cachelayer: {exc}", file=sys.stderr)
+        return 2
+    rows = [("SECTION", "ROUTE", "AWS SERVICES", "DISTRIBUTION", "VERSION", "PLUGIN")]
+    for name, info in sorted(registry.by_name.items()):
+        p = info.provider
+        rows.append((name, f"/{p.route}", ",".join(p.services), info.distribution, info.version, info.plugin))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for b in registry.broken:
+        print(f"BROKEN  plugin {b.plugin!r} from {b.distribution}: {b.error}")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from cachelayer.core.app import Application
+    from cachelayer.core.durations import format_duration
+
+    env = dict(os.environ)
+    # check-config reads the file named on the command line even if it is missing by default.
+    try:
+        app = Application.from_environment(env, config_path=args.file, client_factory=_no_clients)
+    except CachelayerError as exc:
+        print(f"cachelayer: {exc}", file=sys.stderr)
+        return 2
+    s = app.settings
+    print(f"{args.file}: OK")
+    print(
+        f"default ttl {format_duration(s.default_ttl)}, init_startup {str(s.init_startup).lower()}, "
+        f"max_entries {s.cache.max_entries}, max_bytes {s.cache.max_bytes}, "
+        f"negative_ttl {format_duration(float(s.cache.negative_ttl))}, "
+        f"stale_if_error {format_duration(float(s.cache.stale_if_error))}"
+    )
+    total = 0
+    for name, info in sorted(app.registry.by_name.items()):
+        items = list(info.provider.declared())
+        if not items:
+            continue
+        print(f"{name} (GET /{info.provider.route}?name=...):")
+        for item in items:
+            ttl = item.ttl if item.ttl is not None else s.ttl_for(name)
+            variant = "".join(f" {k}={v}" for k, v in item.variant)
+            print(f"  {item.name}{variant}  ttl {format_duration(ttl)}")
+            total += 1
+    print(f"{total} items would be cached" + (" and prefetched at init" if s.init_startup else ""))
+    for w in s.warnings:
+        print(f"warning: {w}")
+    return 0
+
+
+def _no_clients(service: str, region: Optional[str] = None) -> Any:
+    raise RuntimeError("check-config makes no AWS calls")
+
+
+# -- demo -------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cachelayer.demo import run_demo
+
+    return run_demo(invocations=args.invocations)
+
+
+# -- wiring -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cachelayer",
+        description="In-memory caching layer for AWS Lambda (SSM, Secrets Manager, DynamoDB, plugins).",
+    )
+    from cachelayer import __version__
+
+    parser.add_argument("--version", action="version", version=f"cachelayer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("serve", help="run the cache server on localhost (outside Lambda, or as a sidecar)")
+    p.add_argument("--config", help="config file (default: $CACHE_EXTENSION_CONFIG or /var/task/config.yaml)")
+    p.add_argument("--port", type=int, help="port (default: $CACHE_EXTENSION_PORT or 4000)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("providers", help="list installed providers: section, route, AWS services, distribution")
+    p.set_defaults(func=cmd_providers)
+
+    p = sub.add_parser("check-config", help="validate a config file and print what would be cached")
+    p.add_argument("file", help="the config.yaml to check")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("demo", help="run the local demo: moto as AWS, the extension under the local Lambda emulator")
+    p.add_argument("--invocations", type=int, default=10, help="invocations per function (default 10)")
+    p.set_defaults(func=cmd_demo)
+
+    # Sub-command groups that live beside their code.
+    for module in ("cachelayer.local.cli", "cachelayer.layer_builder.cli"):
+        if importlib.util.find_spec(module) is None:
+            continue
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``cachelayer`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "serve":
+        setup_logging(os.environ.get("CACHE_EXTENSION_LOG_LEVEL", "WARNING"))
+    result: int = args.func(args)
+    return result
+
+
+def run(argv: Optional[List[str]] = None) -> None:
+    sys.exit(main(argv))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,1 @@
+"""The HTTP-free core: config, durations, cache, router, application wiring and lifecycle."""

@@ -1,0 +1,154 @@
+"""The application: settings, providers, cache and router wired together, with no HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Dict, Mapping, Optional
+
+import attrs
+
+from cachelayer.core.cache import Cache, CachePolicy, PrefetchReport, current_route
+from cachelayer.core.config import Settings, load_settings, plugin_filters
+from cachelayer.core.router import Router
+from cachelayer.errors import CachelayerError, ConfigError
+from cachelayer.plugins import ProviderRegistry, discover
+from cachelayer.provider import ProviderContext
+
+log = logging.getLogger("cachelayer")
+
+
+@attrs.frozen
+class StartupReport:
+    """What ``Application.prefetch`` did, per provider name."""
+
+    providers: Mapping[str, PrefetchReport]
+
+    @property
+    def fetched(self) -> int:
+        return sum(r.fetched for r in self.providers.values())
+
+    @property
+    def failed(self) -> int:
+        return sum(len(r.failed) for r in self.providers.values())
+
+
+@attrs.define
+class Application:
+    """Everything the server and the extension need. Built by ``from_environment``."""
+
+    settings: Settings
+    registry: ProviderRegistry
+    cache: Cache
+    router: Router
+    pm: Any
+    clients: Any = None
+
+    @classmethod
+    def from_environment(
+        cls,
+        environ: Mapping[str, str],
+        *,
+        config_path: Optional[str] = None,
+        port: Optional[int] = None,
+        pm: Any = None,
+        client_factory: Any = None,
+    ) -> "Application":
+        """Discover plugins, load and validate settings, configure providers. No network I/O.
+
+        Raises ConfigError or PluginError with a message fit to show the user as is.
+        ``client_factory`` replaces the boto3 client factory (tests).
+        """
+        allow, deny = plugin_filters(environ)
+        pm, registry = discover(allow=allow, deny=deny, pm=pm)
+        schemas = {
+            name: getattr(info.provider, "config_schema", None)
+            for name, info in registry.by_name.items()
+        }
+        broken = {b.plugin: f"{b.error} (distribution {b.distribution})" for b in registry.broken}
+        settings = load_settings(environ, schemas, config_path=config_path, port=port, broken=broken)
+        for warning in settings.warnings:
+            log.warning("%s", warning)
+
+        route_to_section: Dict[str, str] = {
+            route: info.provider.name for route, info in registry.by_route.items()
+        }
+        policy = CachePolicy(
+            ttl_for=lambda route: settings.ttl_for(route_to_section.get(route, route)),
+            negative_ttl=float(settings.cache.negative_ttl),
+            stale_if_error=float(settings.cache.stale_if_error),
+            refresh_ahead=float(settings.cache.refresh_ahead),
+            max_entries=int(settings.cache.max_entries),
+            max_bytes=int(settings.cache.max_bytes),
+        )
+        cache = Cache(policy)
+
+        if client_factory is None:
+            # Imported here, not at module level: the extension registers with Lambda before
+            # anything pulls in botocore.
+            from cachelayer.aws import ClientFactory
+
+            client_factory = ClientFactory(
+                environ=environ, on_call=lambda service, operation: cache.count_upstream_call(current_route())
+            )
+        region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+        context = ProviderContext(client=client_factory, default_region=region)
+        for name, info in sorted(registry.by_name.items()):
+            try:
+                info.provider.configure(settings.sections.get(name), context)
+            except CachelayerError:
+                raise
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(
+                    f"provider {name!r} rejected its configuration: {exc}",
+                    source=settings.config_path,
+                    key=name,
+                ) from exc
+        router = Router({route: info.provider for route, info in registry.by_route.items()})
+        app = cls(settings, registry, cache, router, pm, client_factory)
+        pm.hook.cachelayer_startup(providers={n: i.provider for n, i in registry.by_name.items()})
+        return app
+
+    async def prefetch(self) -> StartupReport:
+        """Fetch everything the config declares (batch APIs, providers concurrently); return a
+        report of what was fetched and what failed. Failed items are fetched again on demand."""
+        names = sorted(self.registry.by_name)
+        jobs = []
+        for name in names:
+            provider = self.registry.by_name[name].provider
+            jobs.append(self.cache.prefetch(provider, list(provider.declared())))
+        reports = await asyncio.gather(*jobs)
+        report = StartupReport(dict(zip(names, reports)))
+        log.info("prefetched %d items (%d failed)", report.fetched, report.failed)
+        return report
+
+    def on_invoke(self, event: Mapping[str, Any]) -> None:
+        """Lambda INVOKE: start refresh-ahead in the background and return at once.
+        Must be called on the event loop's thread."""
+        started = self.cache.refresh_ahead()
+        if started:
+            log.debug("refresh-ahead started for %d entries", started)
+        self.pm.hook.cachelayer_invoke(event=event)
+
+    def on_shutdown(self, reason: str) -> None:
+        """Announce shutdown to plugins."""
+        self.pm.hook.cachelayer_shutdown(reason=reason)
+
+    def stats(self) -> Dict[str, Dict[str, int]]:
+        """Per-route counters, with every installed route listed."""
+        return self.cache.stats(self.router.routes)
+
+    def stats_line(self) -> str:
+        """One line summarising the stats, for the shutdown log. Never contains a value."""
+        parts = []
+        for route, s in self.stats().items():
+            parts.append(
+                f"{route}: hits={s['hits']} misses={s['misses']} stale={s['stale']} "
+                f"upstream_calls={s['upstream_calls']} errors={s['upstream_errors']} "
+                f"entries={s['entries']}"
+            )
+        return "cachelayer stats | " + " | ".join(parts)
+
+    def close(self) -> None:
+        """Release worker threads."""
+        self.cache.close()

@@ -1,0 +1,38 @@
+"""Hook specifications of cachelayer. Hooks announce capabilities and lifecycle events only."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import pluggy
+
+from cachelayer.provider import Provider
+
+hookspec = pluggy.HookspecMarker("cachelayer")
+
+
+@hookspec
+def cachelayer_providers() -> Iterable[Provider]:
+    """Return the providers this plugin contributes (instances, not yet configured).
+
+    Called once at startup, before the config is read, by every entry point in the
+    ``cachelayer`` group. Constructors must do no I/O.
+    """
+
+
+@hookspec
+def cachelayer_startup(providers: Mapping[str, Provider]) -> None:
+    """Announce that config is loaded and the providers are configured, before serving."""
+
+
+@hookspec
+def cachelayer_invoke(event: Mapping[str, Any]) -> None:
+    """Announce a Lambda INVOKE event (the environment was just thawed).
+
+    Called on the extension's event loop thread; must return at once.
+    """
+
+
+@hookspec
+def cachelayer_shutdown(reason: str) -> None:
+    """Announce shutdown (Lambda SHUTDOWN with its reason, or ``signal``) before exit."""

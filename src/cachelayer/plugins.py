@@ -1,0 +1,167 @@
+"""Make the plugin manager, load providers from entry points, and survive a broken plugin."""
+
+from __future__ import annotations
+
+import logging
+from importlib import metadata
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import attrs
+import pluggy
+
+from cachelayer import hookspecs
+from cachelayer.errors import PluginError
+from cachelayer.provider import Provider
+
+log = logging.getLogger("cachelayer.plugins")
+
+GROUP = "cachelayer"
+
+
+@attrs.frozen
+class ProviderInfo:
+    """An installed provider and where it came from."""
+
+    provider: Provider
+    plugin: str
+    distribution: str
+    version: str
+
+
+@attrs.frozen
+class BrokenPlugin:
+    """A plugin that could not be loaded, kept so a config that uses it can say why."""
+
+    plugin: str
+    distribution: str
+    error: str
+
+
+@attrs.define
+class ProviderRegistry:
+    """The providers found at startup, by config section and by route."""
+
+    by_name: Dict[str, ProviderInfo] = attrs.Factory(dict)
+    by_route: Dict[str, ProviderInfo] = attrs.Factory(dict)
+    broken: List[BrokenPlugin] = attrs.Factory(list)
+
+    def names(self) -> List[str]:
+        """Config sections of the installed providers, sorted."""
+        return sorted(self.by_name)
+
+    def broken_for(self, section: str) -> Optional[BrokenPlugin]:
+        """The broken plugin that was probably meant to provide ``section``, if any."""
+        for b in self.broken:
+            if b.plugin == section:
+                return b
+        return None
+
+
+def make_plugin_manager() -> pluggy.PluginManager:
+    """A fresh plugin manager with cachelayer's hookspecs and nothing registered."""
+    pm = pluggy.PluginManager("cachelayer")
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def _split(value: Optional[str]) -> Optional[List[str]]:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def load_plugins(
+    pm: pluggy.PluginManager,
+    *,
+    allow: Optional[Iterable[str]] = None,
+    deny: Iterable[str] = (),
+) -> List[BrokenPlugin]:
+    """Load every entry point in the ``cachelayer`` group into ``pm``, one at a time.
+
+    A plugin that fails to import is logged with its name, distribution and error, and
+    returned as a ``BrokenPlugin``; loading goes on. ``allow`` (if given) and ``deny`` filter
+    by entry-point name (``CACHE_EXTENSION_PLUGINS`` / ``CACHE_EXTENSION_DISABLE_PLUGINS``).
+    """
+    allowed = set(allow) if allow is not None else None
+    broken: List[BrokenPlugin] = []
+    seen = set()
+    for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
+        if ep.name in seen:  # the same distribution visible twice on sys.path
+            continue
+        seen.add(ep.name)
+        if ep.name in set(deny) or (allowed is not None and ep.name not in allowed):
+            pm.set_blocked(ep.name)
+            log.info("plugin %r disabled by configuration", ep.name)
+            continue
+        try:
+            # pluggy's own loader, one entry point at a time, so one failure stops nothing.
+            pm.load_setuptools_entrypoints(GROUP, name=ep.name)
+        except Exception as exc:  # any import-time failure of third-party code
+            dist = ep.dist.name if ep.dist is not None else "?"
+            b = BrokenPlugin(ep.name, dist, f"{type(exc).__name__}: {exc}")
+            log.warning(
+                "plugin %r from distribution %r failed to load and is skipped: %s",
+                b.plugin, b.distribution, b.error,
+            )
+            broken.append(b)
+    return broken
+
+
+def _distribution_of(pm: pluggy.PluginManager, plugin: object) -> Tuple[str, str]:
+    for p, dist in pm.list_plugin_distinfo():
+        if p is plugin:
+            return dist.metadata["name"], dist.version
+    return "(registered directly)", ""
+
+
+def collect_providers(
+    pm: pluggy.PluginManager, broken: Iterable[BrokenPlugin] = ()
+) -> ProviderRegistry:
+    """Ask every plugin for its providers and index them by name and route.
+
+    Two providers claiming one name or one route raise ``PluginError`` naming both
+    distributions. A provider missing a required attribute is reported as broken.
+    """
+    reg = ProviderRegistry(broken=list(broken))
+    for plugin in pm.get_plugins():
+        if not hasattr(plugin, "cachelayer_providers"):
+            continue
+        plugin_name = pm.get_name(plugin) or repr(plugin)
+        dist, version = _distribution_of(pm, plugin)
+        try:
+            provided = list(plugin.cachelayer_providers() or [])
+        except Exception as exc:
+            b = BrokenPlugin(plugin_name, dist, f"cachelayer_providers() raised {type(exc).__name__}: {exc}")
+            log.warning("plugin %r from %r is skipped: %s", plugin_name, dist, b.error)
+            reg.broken.append(b)
+            continue
+        for provider in provided:
+            missing = [a for a in ("name", "route", "services", "resolve", "fetch") if not hasattr(provider, a)]
+            if missing:
+                b = BrokenPlugin(plugin_name, dist, f"provider {provider!r} lacks {', '.join(missing)}")
+                log.warning("plugin %r from %r is skipped: %s", plugin_name, dist, b.error)
+                reg.broken.append(b)
+                continue
+            info = ProviderInfo(provider, plugin_name, dist, version)
+            for index, attr in ((reg.by_name, "name"), (reg.by_route, "route")):
+                key = getattr(provider, attr)
+                if key in index:
+                    other = index[key]
+                    raise PluginError(
+                        f"two providers claim the {attr} {key!r}: {other.provider.__class__.__name__} "
+                        f"from distribution {other.distribution!r} (plugin {other.plugin!r}) and "
+                        f"{provider.__class__.__name__} from distribution {dist!r} (plugin {plugin_name!r}); "
+                        "uninstall one, or disable one with CACHE_EXTENSION_DISABLE_PLUGINS"
+                    )
+            reg.by_name[provider.name] = info
+            reg.by_route[provider.route] = info
+    return reg
+
+
+def discover(
+    *, allow: Optional[Iterable[str]] = None, deny: Iterable[str] = (), pm: Optional[Any] = None
+) -> Tuple[pluggy.PluginManager, ProviderRegistry]:
+    """Make a plugin manager, load entry points, and collect providers, in one call."""
+    pm = pm or make_plugin_manager()
+    broken = load_plugins(pm, allow=allow, deny=deny)
+    return pm, collect_providers(pm, broken)

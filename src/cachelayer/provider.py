@@ -1,0 +1,128 @@
+"""The provider contract: the records a provider exchanges with the core, and its Protocol."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
+
+import attrs
+
+from cachelayer.errors import CachelayerError
+
+__all__ = ["Duration", "Item", "Provider", "ProviderContext", "SupportsFetchMany", "Value"]
+
+TEXT = "text/plain; charset=utf-8"
+BINARY = "application/octet-stream"
+JSON = "application/json"
+
+
+class Duration(float):
+    """Seconds, written in config as a Go duration (``30s``, ``1h30m``, ``1.5h``, ``500ms``).
+
+    Use it as a field type in a provider's config schema; the core parses and validates it.
+    """
+
+
+@attrs.frozen
+class Item:
+    """One cacheable thing: what the cache keys on and what the provider knows how to fetch.
+
+    The cache key is ``(route, name, variant)``. ``variant`` holds whatever changes the value
+    (version, label, decryption) as sorted ``(key, value)`` pairs. ``ttl``, ``stale_if_error``
+    and ``negative_ttl`` are in seconds, ``None`` meaning "not set here, use the next level of
+    precedence" (the core fills in env, ``cache:`` and defaults). ``target`` is the provider's
+    own data (region, key schema...) and takes no part in equality.
+    """
+
+    route: str
+    name: str
+    variant: Tuple[Tuple[str, str], ...] = ()
+    ttl: Optional[float] = None
+    target: Any = attrs.field(default=None, eq=False, hash=False, repr=False)
+
+    @property
+    def key(self) -> Tuple[str, str, Tuple[Tuple[str, str], ...]]:
+        """The cache key of this item."""
+        return (self.route, self.name, self.variant)
+
+
+@attrs.frozen
+class Value:
+    """A fetched value as the core stores and serves it.
+
+    ``body`` is what ``GET /<route>?name=`` returns, with ``content_type``. ``metadata`` carries
+    upstream fields (ARN, version, dates...) for routes that answer with the service's own JSON;
+    it is never logged. ``etag`` lets a provider make conditional refreshes.
+    """
+
+    body: bytes
+    content_type: str = TEXT
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    etag: Optional[str] = None
+
+    def __repr__(self) -> str:  # values may be secrets: never show the body
+        return f"Value(<{len(self.body)} bytes>, content_type={self.content_type!r})"
+
+    @property
+    def size(self) -> int:
+        """Bytes this value costs against ``max_bytes``."""
+        return len(self.body)
+
+
+@attrs.frozen
+class ProviderContext:
+    """What the core hands a provider when configuring it.
+
+    ``client(service, region)`` returns a shared, thread-safe boto3 client built with the core's
+    timeouts and retry policy and ``AWS_ENDPOINT_URL`` honoured; ``region`` ``None`` means the
+    default region. ``default_region`` is ``AWS_REGION``/``AWS_DEFAULT_REGION``.
+    """
+
+    client: Callable[[str, Optional[str]], Any]
+    default_region: Optional[str] = None
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A source of cacheable values. Providers never cache: the core does.
+
+    Attributes:
+        name: the config section it owns (``parameters``); also its name in listings.
+        route: the HTTP route it answers (``GET /<route>?name=``).
+        services: the AWS service names (botocore's) it calls, for the layer builder's pruning.
+        config_schema: the type of its config section, e.g. ``List[ParameterGroup]`` of attrs
+            classes; the core validates the YAML against it and passes the result to
+            ``configure``. ``None`` if the provider takes no configuration.
+    """
+
+    name: str
+    route: str
+    services: Tuple[str, ...]
+    config_schema: Any
+
+    def configure(self, config: Any, context: ProviderContext) -> None:
+        """Take the validated section (``None`` when absent) and the context. No network I/O."""
+
+    def declared(self) -> Sequence[Item]:
+        """The items the config declares: what ``init_startup`` prefetches."""
+
+    def resolve(self, name: str, params: Mapping[str, str]) -> Item:
+        """Turn a request's ``name`` and other query parameters into an Item.
+
+        Raise ``BadRequestError`` for an unknown or bad parameter, ``NotFoundError`` when the
+        name cannot exist (e.g. an undeclared DynamoDB key).
+        """
+
+    def fetch(self, item: Item) -> Value:
+        """Fetch one item from upstream. Blocking; runs in a worker thread, never on the loop.
+
+        Raise ``NotFoundError``, ``TransientError`` / ``UpstreamTimeoutError`` or
+        ``UpstreamError``; ``cachelayer.aws.translate_errors`` classifies botocore errors.
+        """
+
+
+@runtime_checkable
+class SupportsFetchMany(Protocol):
+    """Optional capability: fetch many items with the service's batch API."""
+
+    def fetch_many(self, items: Sequence[Item]) -> Mapping[Item, Union[Value, CachelayerError]]:
+        """Fetch ``items`` (already grouped as the provider likes); one result per item."""
