@@ -406,3 +406,41 @@ class TestInvalidate:
 
         run(go())
 
+
+
+class RefreshingProvider(ScriptedProvider):
+    """Answers ``refresh`` with the previous value unless ``changed`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = False
+        self.refreshes = 0
+
+    def refresh(self, item: Item, previous: Value) -> Value:
+        self.refreshes += 1
+        return self.fetch(item) if self.changed else previous
+
+
+class TestConditionalRefresh:
+    def test_unchanged_refresh_renews_ttl_without_fetch(self) -> None:
+        """A provider with ``refresh`` is asked conditionally; "unchanged" renews the TTL."""
+        clock = Clock()
+        cache = Cache(CachePolicy(ttl_for=lambda r: 60), clock=clock)
+        p = RefreshingProvider()
+        p.values["a"] = "1"
+
+        async def go() -> None:
+            await cache.get(p, p.item("a"))
+            clock.now += 61
+            got = await cache.get(p, p.item("a"))
+            assert got.value.body == b"1" and p.refreshes == 1
+            clock.now += 59
+            assert cache.peek(p.item("a")) is not None  # TTL renewed by the 304-like answer
+            clock.now += 2
+            p.changed = True
+            p.values["a"] = "2"
+            assert (await cache.get(p, p.item("a"))).value.body == b"2"
+
+        run(go())
+        assert p.calls == ["a", "a"]
+        assert cache.stats()["scripted"]["not_modified"] == 1

@@ -43,6 +43,7 @@ __all__ = [
     "Provider",
     "ProviderContext",
     "SupportsFetchMany",
+    "SupportsRefresh",
     "TransientError",
     "UpstreamError",
     "UpstreamTimeoutError",

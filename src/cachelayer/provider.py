@@ -8,7 +8,15 @@ import attrs
 
 from cachelayer.errors import CachelayerError
 
-__all__ = ["Duration", "Item", "Provider", "ProviderContext", "SupportsFetchMany", "Value"]
+__all__ = [
+    "Duration",
+    "Item",
+    "Provider",
+    "ProviderContext",
+    "SupportsFetchMany",
+    "SupportsRefresh",
+    "Value",
+]
 
 TEXT = "text/plain; charset=utf-8"
 BINARY = "application/octet-stream"
@@ -126,3 +134,16 @@ class SupportsFetchMany(Protocol):
 
     def fetch_many(self, items: Sequence[Item]) -> Mapping[Item, Union[Value, CachelayerError]]:
         """Fetch ``items`` (already grouped as the provider likes); one result per item."""
+
+
+@runtime_checkable
+class SupportsRefresh(Protocol):
+    """Optional capability: refresh an item conditionally, knowing the value held now.
+
+    The core calls ``refresh`` instead of ``fetch`` when it holds a value for the item (expired
+    or being refreshed ahead). Return ``previous`` itself when upstream says nothing changed
+    (an S3 304, an AppConfig "unchanged"): the core renews its TTL without a transfer.
+    """
+
+    def refresh(self, item: Item, previous: Value) -> Value:
+        """Fetch ``item`` again, or return ``previous`` if it is unchanged upstream."""

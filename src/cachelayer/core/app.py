@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import attrs
 
@@ -53,11 +53,13 @@ class Application:
         port: Optional[int] = None,
         pm: Any = None,
         client_factory: Any = None,
+        clock: Optional[Callable[[], float]] = None,
     ) -> "Application":
         """Discover plugins, load and validate settings, configure providers. No network I/O.
 
         Raises ConfigError or PluginError with a message fit to show the user as is.
-        ``client_factory`` replaces the boto3 client factory (tests).
+        ``client_factory`` replaces the boto3 client factory and ``clock`` the cache's
+        monotonic clock (tests and benchmarks).
         """
         allow, deny = plugin_filters(environ)
         pm, registry = discover(allow=allow, deny=deny, pm=pm)
@@ -81,15 +83,15 @@ class Application:
             max_entries=int(settings.cache.max_entries),
             max_bytes=int(settings.cache.max_bytes),
         )
-        cache = Cache(policy)
+        cache = Cache(policy, clock=clock) if clock is not None else Cache(policy)
 
         if client_factory is None:
             # Imported here, not at module level: the extension registers with Lambda before
             # anything pulls in botocore.
             from cachelayer.aws import ClientFactory
 
-            client_factory = ClientFactory(
-                environ=environ, on_call=lambda service, operation: cache.count_upstream_call(current_route())
+            client_factory = ClientFactory.from_environment(
+                environ, on_call=lambda service, operation: cache.count_upstream_call(current_route())
             )
         region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
         context = ProviderContext(client=client_factory, default_region=region)

@@ -27,7 +27,7 @@ from typing import (
 import attrs
 
 from cachelayer.errors import CachelayerError, NotFoundError, TransientError, UpstreamError
-from cachelayer.provider import Item, Provider, SupportsFetchMany, Value
+from cachelayer.provider import Item, Provider, SupportsFetchMany, SupportsRefresh, Value
 
 log = logging.getLogger("cachelayer.cache")
 
@@ -96,6 +96,7 @@ class RouteStats:
         "hits",
         "misses",
         "negative_hits",
+        "not_modified",
         "refreshes_ahead",
         "stale",
         "upstream_calls",
@@ -105,6 +106,7 @@ class RouteStats:
     def __init__(self) -> None:
         self.hits = self.misses = self.stale = self.negative_hits = 0
         self.upstream_calls = self.upstream_errors = self.evictions = self.refreshes_ahead = 0
+        self.not_modified = 0
 
     def as_dict(self) -> Dict[str, int]:
         return {name: getattr(self, name) for name in sorted(self.__slots__)}
@@ -216,9 +218,18 @@ class Cache:
             except BaseException as exc:
                 self._settle_failure(future, provider, item, exc)
             else:
+                if value is previous:
+                    self._stats[item.route].not_modified += 1
                 future.set_result(self._store(provider, item, value))
 
-        call = loop.run_in_executor(self._executor, self._call_provider, provider.fetch, item.route, item)
+        held = self._entries.get(item.key)
+        previous = held.value if held is not None else None
+        if previous is not None and isinstance(provider, SupportsRefresh):
+            call = loop.run_in_executor(
+                self._executor, self._call_provider, provider.refresh, item.route, item, previous
+            )
+        else:
+            call = loop.run_in_executor(self._executor, self._call_provider, provider.fetch, item.route, item)
         call.add_done_callback(done)
         return future
 

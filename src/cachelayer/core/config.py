@@ -49,6 +49,9 @@ KNOWN_ENV: Tuple[str, ...] = (
     "CACHE_EXTENSION_LOG_LEVEL",
     "CACHE_EXTENSION_PLUGINS",
     "CACHE_EXTENSION_DISABLE_PLUGINS",
+    # Read by the layer's launcher, not by Python; known so they draw no warning.
+    "CACHE_EXTENSION_PYTHON",
+    "CACHE_EXTENSION_NAME",
 )
 """Every ``CACHE_EXTENSION_*`` variable the extension reads; any other one draws a warning."""
 

@@ -1,0 +1,17 @@
+"""cachelayer-appconfig: the plugin module named by the ``appconfig`` entry point."""
+
+from __future__ import annotations
+
+from typing import List
+
+import cachelayer
+from cachelayer_appconfig.provider import MIN_POLL_INTERVAL, AppConfigProfile, AppConfigProvider
+
+__all__ = ["MIN_POLL_INTERVAL", "AppConfigProfile", "AppConfigProvider", "cachelayer_providers"]
+__version__ = "0.1.0"
+
+
+@cachelayer.hookimpl
+def cachelayer_providers() -> List[AppConfigProvider]:
+    """One AppConfig provider, unconfigured: the core hands it the ``appconfig:`` section later."""
+    return [AppConfigProvider()]

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up, then run the whole test suite: the core's and each contrib provider's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+paths="tests"
+for pkg in contrib/cachelayer-s3 contrib/cachelayer-appconfig; do
+    [ -d "$pkg/tests" ] && paths="$paths $pkg/tests"
+done
+# shellcheck disable=SC2086
+exec .venv/bin/python -m pytest $paths "$@"
