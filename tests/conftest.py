@@ -1,30 +1,10 @@
-"""Shared fixtures: a moto server on loopback and the AWS environment pointing at it."""
+"""Shared fixtures of the core's tests (moto_endpoint, aws, ... come from cachelayer.testing.fixtures)."""
 
 from __future__ import annotations
 
 import os
-from typing import Iterator
 
 import pytest
-
-from cachelayer.testing.moto import aws_environment, moto_server, patched_environ
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """One moto server for the session (tests use unique names, or reset it)."""
-    with moto_server() as endpoint:
-        yield endpoint
-
-
-@pytest.fixture()
-def aws(moto_endpoint: str) -> Iterator[str]:
-    """A clean moto (reset before the test) with the process environment pointing at it."""
-    import urllib.request
-
-    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")).read()
-    with patched_environ(aws_environment(moto_endpoint)):
-        yield moto_endpoint
 
 
 @pytest.fixture(autouse=True)
