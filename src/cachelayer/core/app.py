@@ -98,6 +98,12 @@ class Application:
         for name, info in sorted(registry.by_name.items()):
             try:
                 info.provider.configure(settings.sections.get(name), context)
+            except ConfigError as exc:
+                if exc.source is None:  # say which file, as every other config error does
+                    raise ConfigError(
+                        f"provider {name!r}: {exc.message}", source=settings.config_path, key=exc.key or name
+                    ) from exc
+                raise
             except CachelayerError:
                 raise
             except (ValueError, TypeError) as exc:

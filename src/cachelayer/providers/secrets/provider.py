@@ -1,0 +1,284 @@
+"""SecretsManagerProvider: Secrets Manager secrets on ``/secrets``."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import attrs
+
+from cachelayer import (
+    BINARY,
+    TEXT,
+    BadRequestError,
+    CachelayerError,
+    ConfigError,
+    Item,
+    ProviderContext,
+    TransientError,
+    UpstreamError,
+    Value,
+)
+from cachelayer.aws import classify, classify_code, translate_errors
+from cachelayer.providers.secrets.config import SecretName, SecretsConfig, SecretsSection
+
+__all__ = ["SecretsManagerProvider"]
+
+NOT_FOUND_CODES = ("ResourceNotFoundException",)
+BATCH_SIZE = 20  # BatchGetSecretValue accepts at most 20 ids in SecretIdList
+MAX_PAGES = 5  # NextToken rounds per batch; 20 ids never need more than a few pages
+ALLOWED_PARAMS = ("name", "versionId", "versionStage")
+
+
+def secret_deleted(code: str, message: str) -> bool:
+    """A secret scheduled for deletion answers InvalidRequestException; to a reader it is gone."""
+    lowered = message.lower()
+    return code == "InvalidRequestException" and ("deleted" in lowered or "deletion" in lowered)
+
+
+@attrs.frozen
+class SecretTarget:
+    """Where and what to read: region (None: default), secret id, optional version selectors."""
+
+    region: Optional[str]
+    secret_id: str
+    version_id: Optional[str] = None
+    version_stage: Optional[str] = None
+
+    @property
+    def current(self) -> bool:
+        """Whether this reads AWSCURRENT (what BatchGetSecretValue returns)."""
+        return self.version_id is None and self.version_stage is None
+
+
+@attrs.frozen
+class _Declaration:
+    region: Optional[str]
+    ttl: Optional[float]
+
+
+def _first(*ttls: Optional[float]) -> Optional[float]:
+    for ttl in ttls:
+        if ttl is not None:
+            return float(ttl)
+    return None
+
+
+def _value(fields: Mapping[str, Any]) -> Value:
+    metadata = {k: v for k, v in fields.items() if k != "ResponseMetadata"}
+    if fields.get("SecretString") is not None:
+        return Value(str(fields["SecretString"]).encode("utf-8"), TEXT, metadata)
+    if fields.get("SecretBinary") is not None:
+        return Value(bytes(fields["SecretBinary"]), BINARY, metadata)
+    raise UpstreamError(
+        f"secretsmanager returned neither SecretString nor SecretBinary for {fields.get('Name')!r}"
+    )
+
+
+@attrs.define
+class SecretsManagerProvider:
+    """Serves Secrets Manager secrets: ``GET /secrets?name=<id>[&versionId=|&versionStage=]``.
+
+    String secrets are served as UTF-8 text, binary secrets as raw bytes. Undeclared ids are
+    served too, from the default region.
+    """
+
+    name: ClassVar[str] = "secrets"
+    route: ClassVar[str] = "secrets"
+    services: ClassVar[Tuple[str, ...]] = ("secretsmanager",)
+    config_schema: ClassVar[Any] = SecretsConfig
+
+    _context: Optional[ProviderContext] = None
+    _declarations: Dict[str, _Declaration] = attrs.Factory(dict)
+    _section_ttl: Optional[float] = None
+
+    def configure(self, config: Optional[SecretsConfig], context: ProviderContext) -> None:
+        """Index the declared ids with their region and TTL (item > group > section)."""
+        if config is None:
+            groups, section_ttl = [], None
+        elif isinstance(config, SecretsSection):
+            groups, section_ttl = list(config.groups), config.ttl
+        else:
+            groups, section_ttl = list(config), None
+        declarations: Dict[str, _Declaration] = {}
+        for index, group in enumerate(groups):
+            for entry in group.names:
+                sid = entry.name if isinstance(entry, SecretName) else entry
+                item_ttl = entry.ttl if isinstance(entry, SecretName) else None
+                decl = _Declaration(group.region, _first(item_ttl, group.ttl, section_ttl))
+                previous = declarations.get(sid)
+                if previous is not None and previous != decl:
+                    raise ConfigError(
+                        f"secret {sid!r} is declared twice with different settings (region "
+                        f"{previous.region or 'default'} ttl {previous.ttl} and region "
+                        f"{decl.region or 'default'} ttl {decl.ttl}); declare it once",
+                        key=f"secrets[{index}].names",
+                    )
+                declarations[sid] = decl
+        self._context = context
+        self._declarations = declarations
+        self._section_ttl = _first(section_ttl)
+
+    def declared(self) -> Sequence[Item]:
+        """Every declared secret, current version."""
+        return [self.resolve(sid, {}) for sid in self._declarations]
+
+    def resolve(self, name: str, params: Mapping[str, str]) -> Item:
+        """Turn a secret id plus ``versionId`` / ``versionStage`` into an Item."""
+        unknown = sorted(k for k in params if k not in ALLOWED_PARAMS)
+        if unknown:
+            raise BadRequestError(
+                f"unknown query parameter(s) {', '.join(map(repr, unknown))} for /{self.route}; "
+                f"allowed: {', '.join(ALLOWED_PARAMS)}"
+            )
+        if not name:
+            raise BadRequestError(f"/{self.route} needs a non-empty 'name' query parameter")
+        version_id, version_stage = params.get("versionId"), params.get("versionStage")
+        if version_id is not None and version_stage is not None:
+            raise BadRequestError("give either 'versionId' or 'versionStage', not both")
+        variant: List[Tuple[str, str]] = []
+        for key, value in (("versionId", version_id), ("versionStage", version_stage)):
+            if value is not None:
+                if not value or len(value) > 256:
+                    raise BadRequestError(f"{key!r} must be 1 to 256 characters, got {value!r}")
+                variant.append((key, value))
+        decl = self._declarations.get(name)
+        return Item(
+            route=self.route,
+            name=name,
+            variant=tuple(variant),
+            ttl=decl.ttl if decl else self._section_ttl,
+            target=SecretTarget(decl.region if decl else None, name, version_id, version_stage),
+        )
+
+    def fetch(self, item: Item) -> Value:
+        """GetSecretValue for one item."""
+        target = self._target(item)
+        client = self._client(target.region)
+        kwargs: Dict[str, str] = {"SecretId": target.secret_id}
+        if target.version_id is not None:
+            kwargs["VersionId"] = target.version_id
+        if target.version_stage is not None:
+            kwargs["VersionStage"] = target.version_stage
+        with translate_errors(
+            NOT_FOUND_CODES,
+            not_found_if=secret_deleted,
+            service="secretsmanager",
+            operation="GetSecretValue",
+            what=f"secret {item.name!r}",
+        ):
+            response = client.get_secret_value(**kwargs)
+        return _value(response)
+
+    def fetch_many(self, items: Sequence[Item]) -> Dict[Item, Union[Value, CachelayerError]]:
+        """BatchGetSecretValue by 20 per region for current versions; other versions one by one.
+
+        BatchGetSecretValue only returns AWSCURRENT, so versionId/versionStage items are
+        fetched singly. moto supports BatchGetSecretValue, and the tests exercise it.
+        """
+        results: Dict[Item, Union[Value, CachelayerError]] = {}
+        batches: Dict[Optional[str], List[Item]] = {}
+        for item in items:
+            target = self._target(item)
+            if target.current:
+                batches.setdefault(target.region or self._default_region(), []).append(item)
+            else:
+                results[item] = self._fetch_or_error(item)
+        for region, batch in batches.items():
+            for start in range(0, len(batch), BATCH_SIZE):
+                results.update(self._batch_get(region, batch[start : start + BATCH_SIZE]))
+        return results
+
+    def _batch_get(
+        self, region: Optional[str], chunk: Sequence[Item]
+    ) -> Dict[Item, Union[Value, CachelayerError]]:
+        ids = list(dict.fromkeys(self._target(item).secret_id for item in chunk))
+        values: List[Mapping[str, Any]] = []
+        errors: List[Mapping[str, Any]] = []
+        try:
+            client = self._client(region)
+            token: Optional[str] = None
+            for _ in range(MAX_PAGES):
+                kwargs: Dict[str, Any] = {"SecretIdList": ids}
+                if token:
+                    kwargs["NextToken"] = token
+                with translate_errors(
+                    service="secretsmanager",
+                    operation="BatchGetSecretValue",
+                    what=f"{len(ids)} secrets",
+                ):
+                    response = client.batch_get_secret_value(**kwargs)
+                values.extend(response.get("SecretValues", []))
+                errors.extend(response.get("Errors", []))
+                token = response.get("NextToken")
+                if not token:
+                    break
+        except TransientError as exc:
+            return {item: exc for item in chunk}
+        except CachelayerError:
+            # E.g. a role allowed GetSecretValue but not BatchGetSecretValue (AccessDenied):
+            # the secrets themselves may still be readable one by one.
+            return {item: self._fetch_or_error(item) for item in chunk}
+        error_by_id = {str(e.get("SecretId")): e for e in errors}
+        results: Dict[Item, Union[Value, CachelayerError]] = {}
+        for item in chunk:
+            sid = self._target(item).secret_id
+            fields = next((v for v in values if _is_secret(sid, v)), None)
+            if fields is not None:
+                try:
+                    results[item] = _value(fields)
+                except CachelayerError as exc:
+                    results[item] = exc
+            elif sid in error_by_id:
+                error = error_by_id[sid]
+                results[item] = classify_code(
+                    str(error.get("ErrorCode") or "Unknown"),
+                    str(error.get("Message") or ""),
+                    not_found=NOT_FOUND_CODES,
+                    not_found_if=secret_deleted,
+                    service="secretsmanager",
+                    operation="BatchGetSecretValue",
+                    what=f"secret {item.name!r}",
+                )
+            else:
+                # An id form the answer does not echo (e.g. a partial ARN we could not match).
+                results[item] = self._fetch_or_error(item)
+        return results
+
+    def _fetch_or_error(self, item: Item) -> Union[Value, CachelayerError]:
+        try:
+            return self.fetch(item)
+        except CachelayerError as exc:
+            return exc
+
+    def _target(self, item: Item) -> SecretTarget:
+        target = item.target
+        if not isinstance(target, SecretTarget):
+            # An Item made elsewhere (e.g. rebuilt from a key): derive it again.
+            target = self.resolve(item.name, dict(item.variant)).target
+        return target
+
+    def _default_region(self) -> Optional[str]:
+        return self._context.default_region if self._context else None
+
+    def _client(self, region: Optional[str]) -> Any:
+        if self._context is None:
+            raise UpstreamError("the secrets provider was used before configure() was called")
+        try:
+            return self._context.client("secretsmanager", region)
+        except CachelayerError:
+            raise
+        except Exception as exc:
+            raise classify(exc, service="secretsmanager", operation="client creation") from exc
+
+
+def _is_secret(secret_id: str, fields: Mapping[str, Any]) -> bool:
+    """Whether a BatchGetSecretValue entry answers ``secret_id`` (a name, ARN or partial ARN)."""
+    arn = str(fields.get("ARN") or "")
+    if secret_id in (fields.get("Name"), arn):
+        return True
+    # A partial ARN omits the "-XXXXXX" suffix Secrets Manager appends.
+    return (
+        secret_id.startswith("arn:")
+        and arn.startswith(secret_id + "-")
+        and len(arn) == len(secret_id) + 7
+    )

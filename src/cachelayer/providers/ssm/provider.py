@@ -1,0 +1,288 @@
+"""ParameterStoreProvider: SSM parameters (and Secrets Manager references) on ``/parameters``."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import attrs
+
+from cachelayer import (
+    TEXT,
+    BadRequestError,
+    CachelayerError,
+    ConfigError,
+    Item,
+    NotFoundError,
+    ProviderContext,
+    UpstreamError,
+    Value,
+)
+from cachelayer.aws import classify, translate_errors
+from cachelayer.providers.ssm.config import (
+    ParameterGroup,
+    ParameterName,
+    ParametersConfig,
+    ParametersSection,
+)
+
+__all__ = ["ParameterStoreProvider"]
+
+REFERENCE_PREFIX = "/aws/reference/secretsmanager/"
+NOT_FOUND_CODES = ("ParameterNotFound", "ParameterVersionNotFound")
+BATCH_SIZE = 10  # GetParameters accepts at most 10 names
+ALLOWED_PARAMS = ("name", "version", "label", "withDecryption")
+_VERSION = re.compile(r"^[1-9][0-9]{0,18}$")
+_BOOLS = {"true": True, "false": False}
+
+
+@attrs.frozen
+class ParameterTarget:
+    """Where and how to read one item: region (None: default), SSM name selector, decryption."""
+
+    region: Optional[str]
+    selector: str
+    decrypt: bool
+
+
+@attrs.frozen
+class _Declaration:
+    region: Optional[str]
+    ttl: Optional[float]
+
+
+def _groups(config: Optional[ParametersConfig]) -> Tuple[List[ParameterGroup], Optional[float]]:
+    if config is None:
+        return [], None
+    if isinstance(config, ParametersSection):
+        return list(config.groups), config.ttl
+    return list(config), None
+
+
+def _first(*ttls: Optional[float]) -> Optional[float]:
+    for ttl in ttls:
+        if ttl is not None:
+            return float(ttl)
+    return None
+
+
+@attrs.define
+class ParameterStoreProvider:
+    """Serves SSM Parameter Store parameters: ``GET /parameters?name=<name>``.
+
+    Query parameters: ``version`` or ``label`` (not both) and ``withDecryption`` (default true).
+    Names under ``/aws/reference/secretsmanager/`` read Secrets Manager through SSM and are
+    always decrypted. Undeclared names are served too, from the default region.
+    """
+
+    name: ClassVar[str] = "parameters"
+    route: ClassVar[str] = "parameters"
+    services: ClassVar[Tuple[str, ...]] = ("ssm",)
+    config_schema: ClassVar[Any] = ParametersConfig
+
+    _context: Optional[ProviderContext] = None
+    _declarations: Dict[str, _Declaration] = attrs.Factory(dict)
+    _section_ttl: Optional[float] = None
+
+    def configure(self, config: Optional[ParametersConfig], context: ProviderContext) -> None:
+        """Index the declared names with their region and TTL (item > group > section)."""
+        groups, section_ttl = _groups(config)
+        declarations: Dict[str, _Declaration] = {}
+        for index, group in enumerate(groups):
+            for entry in group.names:
+                pname = entry.name if isinstance(entry, ParameterName) else entry
+                item_ttl = entry.ttl if isinstance(entry, ParameterName) else None
+                decl = _Declaration(group.region, _first(item_ttl, group.ttl, section_ttl))
+                previous = declarations.get(pname)
+                if previous is not None and previous != decl:
+                    raise ConfigError(
+                        f"parameter {pname!r} is declared twice with different settings "
+                        f"(region {previous.region or 'default'} ttl {previous.ttl} and region "
+                        f"{decl.region or 'default'} ttl {decl.ttl}); declare it once",
+                        key=f"parameters[{index}].names",
+                    )
+                declarations[pname] = decl
+        self._context = context
+        self._declarations = declarations
+        self._section_ttl = _first(section_ttl)
+
+    def declared(self) -> Sequence[Item]:
+        """Every declared name, with its default variant (latest version, decrypted)."""
+        return [self.resolve(pname, {}) for pname in self._declarations]
+
+    def resolve(self, name: str, params: Mapping[str, str]) -> Item:
+        """Turn ``name`` plus ``version``/``label``/``withDecryption`` into an Item."""
+        unknown = sorted(k for k in params if k not in ALLOWED_PARAMS)
+        if unknown:
+            raise BadRequestError(
+                f"unknown query parameter(s) {', '.join(map(repr, unknown))} for /{self.route}; "
+                f"allowed: {', '.join(ALLOWED_PARAMS)}"
+            )
+        if not name:
+            raise BadRequestError(f"/{self.route} needs a non-empty 'name' query parameter")
+        version, label = params.get("version"), params.get("label")
+        if version is not None and label is not None:
+            raise BadRequestError("give either 'version' or 'label', not both")
+        variant: List[Tuple[str, str]] = []
+        selector = name
+        if version is not None:
+            if not _VERSION.match(version):
+                raise BadRequestError(f"'version' must be a positive integer, got {version!r}")
+            variant.append(("version", version))
+            selector = f"{name}:{version}"
+        if label is not None:
+            if not label or len(label) > 100 or ":" in label:
+                raise BadRequestError(
+                    f"'label' must be a parameter label of 1 to 100 characters without ':', "
+                    f"got {label!r}"
+                )
+            variant.append(("label", label))
+            selector = f"{name}:{label}"
+        raw_decrypt = params.get("withDecryption", "true")
+        decrypt = _BOOLS.get(raw_decrypt.lower())
+        if decrypt is None:
+            raise BadRequestError(f"'withDecryption' must be true or false, got {raw_decrypt!r}")
+        if not decrypt:
+            if name.startswith(REFERENCE_PREFIX):
+                raise BadRequestError(
+                    f"names under {REFERENCE_PREFIX} read Secrets Manager and are always "
+                    "decrypted; drop withDecryption=false"
+                )
+            variant.append(("withDecryption", "false"))
+        decl = self._declarations.get(name)
+        region = decl.region if decl else None
+        ttl = decl.ttl if decl else self._section_ttl
+        return Item(
+            route=self.route,
+            name=name,
+            variant=tuple(sorted(variant)),
+            ttl=ttl,
+            target=ParameterTarget(region, selector, decrypt),
+        )
+
+    def fetch(self, item: Item) -> Value:
+        """GetParameter for one item."""
+        target = self._target(item)
+        client = self._client(target.region)
+        with translate_errors(
+            NOT_FOUND_CODES,
+            service="ssm",
+            operation="GetParameter",
+            what=f"parameter {item.name!r}",
+        ):
+            response = client.get_parameter(Name=target.selector, WithDecryption=target.decrypt)
+        return _value(response["Parameter"])
+
+    def fetch_many(self, items: Sequence[Item]) -> Dict[Item, Union[Value, CachelayerError]]:
+        """GetParameters by 10, per region and decryption flag; references one by one."""
+        results: Dict[Item, Union[Value, CachelayerError]] = {}
+        batches: Dict[Tuple[Optional[str], bool], List[Item]] = {}
+        for item in items:
+            target = self._target(item)
+            if item.name.startswith(REFERENCE_PREFIX):
+                # A missing secret behind a reference may fail a whole GetParameters call
+                # (moto does this); one call each keeps the other items' results.
+                results[item] = self._fetch_or_error(item)
+                continue
+            region = target.region or self._default_region()
+            batches.setdefault((region, target.decrypt), []).append(item)
+        for (region, decrypt), batch in batches.items():
+            for round_ in _rounds(batch):
+                for start in range(0, len(round_), BATCH_SIZE):
+                    chunk = round_[start : start + BATCH_SIZE]
+                    results.update(self._get_parameters(region, decrypt, chunk))
+        return results
+
+    def _get_parameters(
+        self, region: Optional[str], decrypt: bool, chunk: Sequence[Item]
+    ) -> Dict[Item, Union[Value, CachelayerError]]:
+        """One GetParameters call for items with distinct names (see ``_rounds``)."""
+        try:
+            client = self._client(region)
+            with translate_errors(
+                service="ssm", operation="GetParameters", what=f"{len(chunk)} parameters"
+            ):
+                response = client.get_parameters(
+                    Names=[self._target(item).selector for item in chunk], WithDecryption=decrypt
+                )
+        except CachelayerError as exc:
+            return {item: exc for item in chunk}
+        # Match answers by Name (or ARN) alone: names are unique in the chunk, and the
+        # Selector field is not always returned (moto omits it).
+        found: Dict[str, Mapping[str, Any]] = {}
+        for parameter in response.get("Parameters", []):
+            for key in (parameter.get("Name"), parameter.get("ARN")):
+                if key:
+                    found[key] = parameter
+        invalid = set(response.get("InvalidParameters", []))
+        results: Dict[Item, Union[Value, CachelayerError]] = {}
+        for item in chunk:
+            parameter = found.get(item.name)
+            if parameter is not None and _answers(item, parameter):
+                results[item] = _value(parameter)
+            elif self._target(item).selector in invalid:
+                results[item] = NotFoundError(
+                    f"ssm GetParameters: parameter {item.name!r} not found (InvalidParameters)"
+                )
+            else:
+                # Neither returned as asked nor reported invalid: ask for it alone.
+                results[item] = self._fetch_or_error(item)
+        return results
+
+    def _fetch_or_error(self, item: Item) -> Union[Value, CachelayerError]:
+        try:
+            return self.fetch(item)
+        except CachelayerError as exc:
+            return exc
+
+    def _target(self, item: Item) -> ParameterTarget:
+        target = item.target
+        if not isinstance(target, ParameterTarget):
+            # An Item made elsewhere (e.g. rebuilt from a key): derive it again.
+            target = self.resolve(item.name, dict(item.variant)).target
+        return target
+
+    def _default_region(self) -> Optional[str]:
+        return self._context.default_region if self._context else None
+
+    def _client(self, region: Optional[str]) -> Any:
+        if self._context is None:
+            raise UpstreamError("the parameters provider was used before configure() was called")
+        try:
+            return self._context.client("ssm", region)
+        except CachelayerError:
+            raise
+        except Exception as exc:
+            raise classify(exc, service="ssm", operation="client creation") from exc
+
+
+def _rounds(items: Sequence[Item]) -> List[List[Item]]:
+    """Split ``items`` so no round holds two items of one name (e.g. latest and version 1)."""
+    rounds: List[List[Item]] = []
+    seen: Dict[str, int] = {}
+    for item in items:
+        index = seen.get(item.name, 0)
+        seen[item.name] = index + 1
+        if index == len(rounds):
+            rounds.append([])
+        rounds[index].append(item)
+    return rounds
+
+
+def _answers(item: Item, parameter: Mapping[str, Any]) -> bool:
+    """Whether ``parameter`` is the version ``item`` asked for, as far as the answer tells."""
+    variant = dict(item.variant)
+    selector = parameter.get("Selector")
+    if "version" in variant:
+        return str(parameter.get("Version")) == variant["version"]
+    if "label" in variant:
+        return selector is None or selector == f":{variant['label']}"
+    return not selector
+
+
+def _value(parameter: Mapping[str, Any]) -> Value:
+    return Value(
+        body=str(parameter.get("Value", "")).encode("utf-8"),
+        content_type=TEXT,
+        metadata=dict(parameter),
+    )
