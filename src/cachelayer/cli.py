@@ -30,6 +30,11 @@ def setup_logging(level: str = "INFO") -> None:
         stream=sys.stderr,
         force=True,
     )
+    # At DEBUG botocore logs whole response bodies, i.e. secret values: keep the AWS libraries
+    # at INFO or above whatever the extension's own level is.
+    floor = max(logging.getLogger().level, logging.INFO)
+    for name in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(name).setLevel(floor)
 
 
 def install_loop_policy() -> None:
