@@ -46,11 +46,14 @@ class Item:
     variant: Tuple[Tuple[str, str], ...] = ()
     ttl: Optional[float] = None
     target: Any = attrs.field(default=None, eq=False, hash=False, repr=False)
+    key: Tuple[str, str, Tuple[Tuple[str, str], ...]] = attrs.field(
+        init=False, eq=False, hash=False, repr=False
+    )
+    """The cache key of this item: ``(route, name, variant)``, computed once."""
 
-    @property
-    def key(self) -> Tuple[str, str, Tuple[Tuple[str, str], ...]]:
-        """The cache key of this item."""
-        return (self.route, self.name, self.variant)
+    def __attrs_post_init__(self) -> None:
+        # Built once: the server's hit path asks for it on every request.
+        object.__setattr__(self, "key", (self.route, self.name, self.variant))
 
 
 @attrs.frozen

@@ -17,6 +17,7 @@ from typing import (
     List,
     Literal,
     Mapping,
+    NamedTuple,
     Optional,
     Sequence,
     Set,
@@ -46,12 +47,14 @@ def current_route() -> Optional[str]:
     return getattr(_current, "route", None)
 
 
-@attrs.frozen
-class Lookup:
-    """The answer to a read: the value, how it was served, its age and remaining freshness (s)."""
+class Lookup(NamedTuple):
+    """The answer to a read: the value, how it was served, its age and remaining freshness (s).
+
+    A NamedTuple, not an attrs class: one is built per cache hit, on the server's hot path.
+    """
 
     value: Value
-    state: State
+    state: str  # "hit" | "miss" | "stale"
     age: float
     remaining: float
 
@@ -74,6 +77,7 @@ class Entry:
 
     item: Item
     provider: Provider
+    stats: "RouteStats"
     value: Optional[Value]
     error: Optional[NotFoundError]
     ttl: float
@@ -154,15 +158,16 @@ class Cache:
 
     def peek(self, item: Item) -> Optional[Lookup]:
         """A fresh hit for ``item`` (counted as a hit), or None. Never blocks, never fetches."""
-        entry = self._entries.get(item.key)
+        key = item.key
+        entry = self._entries.get(key)
         if entry is None or entry.value is None:
             return None
         now = self._clock()
         if now >= entry.expires_at:
             return None
-        self._entries.move_to_end(item.key)
+        self._entries.move_to_end(key)
         entry.read_since_refresh = True
-        self._stats[item.route].hits += 1
+        entry.stats.hits += 1
         return Lookup(entry.value, "hit", now - entry.fetched_at, entry.expires_at - now)
 
     async def get(self, provider: Provider, item: Item) -> Lookup:
@@ -224,6 +229,7 @@ class Cache:
 
         held = self._entries.get(item.key)
         previous = held.value if held is not None else None
+        log.debug("fetching %s %r from upstream (%s)", item.route, item.name, "refresh" if previous else "miss")
         if previous is not None and isinstance(provider, SupportsRefresh):
             call = loop.run_in_executor(
                 self._executor, self._call_provider, provider.refresh, item.route, item, previous
@@ -285,14 +291,14 @@ class Cache:
         if ttl <= 0 or value.size > self.policy.max_bytes or self.policy.max_entries <= 0:
             self._drop(item.key)
             return Lookup(value, "miss", 0.0, 0.0)
-        self._put(Entry(item, provider, value, None, ttl, now, now + ttl))
+        self._put(Entry(item, provider, self._stats[item.route], value, None, ttl, now, now + ttl))
         return Lookup(value, "miss", 0.0, ttl)
 
     def _remember_not_found(self, provider: Provider, item: Item, exc: NotFoundError, now: float) -> None:
         self._drop(item.key)
         ttl = self.policy.negative_ttl
         if ttl > 0 and self.policy.max_entries > 0:
-            self._put(Entry(item, provider, None, exc, ttl, now, now + ttl))
+            self._put(Entry(item, provider, self._stats[item.route], None, exc, ttl, now, now + ttl))
 
     def _put(self, entry: Entry) -> None:
         key = entry.item.key

@@ -1,0 +1,272 @@
+"""A live cachelayer for tests: the real Application and Server on loopback in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import http.client
+import itertools
+import json
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import attrs
+
+from cachelayer.core.app import Application
+from cachelayer.server import Server
+from cachelayer.testing.moto import aws_environment
+
+__all__ = ["TOKEN_HEADER", "Live", "ManualClock", "Reply", "live_server"]
+
+TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
+RIGHT_TOKEN = "<the environment's AWS_SESSION_TOKEN>"
+
+
+class ManualClock:
+    """A monotonic clock that only moves when told to; pass it as ``clock=`` to freeze TTLs."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds``."""
+        self.now += seconds
+
+
+@attrs.frozen
+class Reply:
+    """One HTTP answer: status, headers (names lower-cased), body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def x_cache(self) -> Optional[str]:
+        """``hit``, ``miss`` or ``stale`` (None on errors)."""
+        return self.headers.get("x-cache")
+
+    @property
+    def age(self) -> Optional[int]:
+        raw = self.headers.get("age")
+        return None if raw is None else int(raw)
+
+    @property
+    def max_age(self) -> Optional[int]:
+        """The ``max-age`` of ``Cache-Control``, or None."""
+        for part in self.headers.get("cache-control", "").split(","):
+            key, _, value = part.strip().partition("=")
+            if key == "max-age":
+                return int(value)
+        return None
+
+
+@attrs.define
+class Live:
+    """A real Application + Server on loopback, run by an event loop in a background thread.
+
+    ``request`` makes one request on a fresh connection and returns ``(status, headers, body)``;
+    ``get`` reuses one keep-alive connection per calling thread and returns a ``Reply``;
+    ``get_many`` spreads GETs over several connections at once.
+    """
+
+    app: Application
+    server: Server
+    loop: asyncio.AbstractEventLoop
+    env: Dict[str, str]
+    _local: threading.local = attrs.field(factory=threading.local, init=False, repr=False)
+    _opened: List[http.client.HTTPConnection] = attrs.field(factory=list, init=False, repr=False)
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+    @property
+    def token(self) -> str:
+        return self.env.get("AWS_SESSION_TOKEN", "")
+
+    def run(self, coro: Any, timeout: float = 10.0) -> Any:
+        """Run a coroutine on the server's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call(self, fn: Callable[..., Any], *args: Any, timeout: float = 10.0) -> Any:
+        """Call a plain function on the loop's thread (e.g. ``app.on_invoke``); return its result."""
+
+        async def wrapper() -> Any:
+            return fn(*args)
+
+        return self.run(wrapper(), timeout)
+
+    def request(
+        self,
+        path: str,
+        *,
+        method: str = "GET",
+        token: Optional[str] = RIGHT_TOKEN,
+        headers: Optional[Mapping[str, str]] = None,
+        data: Optional[bytes] = None,
+    ) -> Tuple[int, Dict[str, str], bytes]:
+        """One HTTP request; by default with the right token, ``token=None`` sends none."""
+        sent = dict(headers or {})
+        if token is not None:
+            sent[TOKEN_HEADER] = self.token if token == RIGHT_TOKEN else token
+        req = urllib.request.Request(self.url + path, method=method, headers=sent, data=data)
+        try:
+            with urllib.request.urlopen(req, timeout=15) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, dict(exc.headers), exc.read()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn: Optional[http.client.HTTPConnection] = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            self._local.conn = conn
+            with self._lock:
+                self._opened.append(conn)
+        return conn
+
+    def get(self, path: str, *, method: str = "GET") -> Reply:
+        """``method path`` with the right token on this thread's keep-alive connection."""
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                conn.request(method, path, headers={TOKEN_HEADER: self.token})
+                response = conn.getresponse()
+                body = response.read()
+            except (ConnectionError, http.client.HTTPException):
+                # The server closed a kept-alive connection (idle timeout): once more, afresh.
+                conn.close()
+                self._local.conn = None
+                if attempt == 2:
+                    raise
+                continue
+            if response.will_close:
+                conn.close()
+                self._local.conn = None
+            headers = {k.lower(): v for k, v in response.getheaders()}
+            return Reply(response.status, headers, body)
+        raise AssertionError("unreachable")
+
+    def get_many(self, paths: Sequence[str], *, connections: int = 8) -> List[Reply]:
+        """GET every path, spread over ``connections`` keep-alive connections used at once
+        (each in its own thread, released together); the replies in the order of ``paths``."""
+        connections = max(1, min(connections, len(paths)))
+        shares: List[List[int]] = [list(range(i, len(paths), connections)) for i in range(connections)]
+        replies: List[Optional[Reply]] = [None] * len(paths)
+        ready = threading.Barrier(connections)
+
+        def worker(indexes: List[int]) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            try:
+                conn.connect()
+                ready.wait(10)
+                for i in indexes:
+                    conn.request("GET", paths[i], headers={TOKEN_HEADER: self.token})
+                    response = conn.getresponse()
+                    body = response.read()
+                    replies[i] = Reply(
+                        response.status, {k.lower(): v for k, v in response.getheaders()}, body
+                    )
+            finally:
+                conn.close()
+
+        with concurrent.futures.ThreadPoolExecutor(connections) as pool:
+            for future in [pool.submit(worker, share) for share in shares]:
+                future.result(60)
+        assert all(r is not None for r in replies)
+        return [r for r in replies if r is not None]
+
+    def stats(self) -> Dict[str, Dict[str, int]]:
+        """``GET /-/stats``, parsed."""
+        reply = self.get("/-/stats")
+        assert reply.status == 200, reply
+        result: Dict[str, Dict[str, int]] = reply.json()
+        return result
+
+    def close_connections(self) -> None:
+        """Close the keep-alive connections ``get`` opened."""
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for conn in opened:
+            conn.close()
+
+
+_configs = itertools.count()
+
+
+@contextlib.contextmanager
+def live_server(
+    endpoint: str,
+    tmp_path: Path,
+    config: str = "",
+    extra_env: Optional[Mapping[str, str]] = None,
+    *,
+    port: Optional[int] = 0,
+    clock: Optional[Callable[[], float]] = None,
+    **server_args: Any,
+) -> Iterator[Live]:
+    """Start the real application and server against AWS at ``endpoint`` (moto, or a proxy in
+    front of it); stop them after. ``config`` is the YAML text, ``extra_env`` is laid over the
+    fake AWS environment, ``clock`` replaces the cache's clock, ``server_args`` go to Server."""
+    env = dict(aws_environment(endpoint))
+    env.update(extra_env or {})
+    config_path = tmp_path / "config.yaml"
+    if config_path.exists():  # several servers in one test: one file each
+        config_path = tmp_path / f"config-{next(_configs)}.yaml"
+    config_path.write_text(config)
+    app = Application.from_environment(env, config_path=str(config_path), clock=clock)
+    server = Server(app, port=port, **server_args)
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    failure: List[BaseException] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(server.start())
+        except BaseException as exc:  # reported to the test below
+            failure.append(exc)
+            started.set()
+            return
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="cachelayer-test-server", daemon=True)
+    thread.start()
+    started.wait(15)
+    live = Live(app, server, loop, env)
+    try:
+        if failure:
+            raise failure[0]
+        yield live
+    finally:
+        live.close_connections()
+        if not failure:
+            asyncio.run_coroutine_threadsafe(server.close(), loop).result(10)
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(app.cache.drain(1.0), loop).result(5)
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+        app.close()

@@ -1,0 +1,1 @@
+"""A package that declares no ``cachelayer`` entry point."""
