@@ -418,7 +418,8 @@ class TestLayerUnderLambda:
             f"http://127.0.0.1:{port}/identity?name=account",
             headers={"X-Aws-Parameters-Secrets-Token": token},
         )
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        # Between invocations the environment is frozen, as Lambda's is: thaw it to read.
+        with fn.thawed(), urllib.request.urlopen(req, timeout=10) as resp:
             assert resp.read().decode() == "123456789012"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 SAMPLE_TABLE = "DynamoDbTable"
 SAMPLE_PARAMETER = "CacheExtensions_Parameter1"
@@ -31,9 +31,14 @@ def seed_sample(endpoint: Optional[str] = None, region: str = "us-west-2") -> No
     """Create the sample's table and item, parameter and secret at ``endpoint``."""
     import boto3
 
-    kw: dict[str, Any] = {"region_name": region}
+    from cachelayer.testing.moto import FAKE_CREDENTIALS
+
+    kw: Dict[str, Any] = {"region_name": region}
     if endpoint:
+        # A local endpoint (moto) gets moto's fake credentials, whatever the environment holds.
         kw["endpoint_url"] = endpoint
+        kw["aws_access_key_id"] = FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"]
+        kw["aws_secret_access_key"] = FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
     ddb = boto3.client("dynamodb", **kw)
     ddb.create_table(
         TableName=SAMPLE_TABLE,

@@ -1,0 +1,220 @@
+"""The Lambda extension process: register, build the app, bind the port, then follow the lifecycle.
+
+Run by the layer's launcher as ``python -m cachelayer.extension --name <launcher file name>``.
+Registering comes first and imports only the stdlib: Lambda's init clock is running, and
+nothing heavy (botocore above all) may be loaded before the extension has said it exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Union
+
+from cachelayer.core.lifecycle import ExtensionsApiError, ExtensionsClient
+
+if TYPE_CHECKING:
+    # asyncio alone costs ~20 ms of imports: it is loaded after registering, where it is used.
+    import asyncio
+
+log = logging.getLogger("cachelayer.extension")
+
+DEFAULT_NAME = "cachelayer"
+# Leave this much of the shutdown deadline unused: Lambda SIGKILLs at the deadline itself.
+SHUTDOWN_MARGIN_S = 0.3
+LOG_FORMAT = "[cachelayer] %(levelname)s %(name)s: %(message)s"
+
+
+def extension_name(argv: Sequence[str]) -> str:
+    """``--name NAME`` (or ``--name=NAME``) from the launcher, else ``cachelayer``."""
+    for i, arg in enumerate(argv):
+        if arg == "--name" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--name="):
+            return arg.split("=", 1)[1]
+    return DEFAULT_NAME
+
+
+def _setup_logging(level: str) -> None:
+    level = level.upper()
+    level = {"WARN": "WARNING", "NONE": "CRITICAL", "OFF": "CRITICAL"}.get(level, level)
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format=LOG_FORMAT,
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def _init_failed(client: ExtensionsClient, error_type: str, message: str) -> int:
+    """Tell Lambda why init failed (it shows the type to the invoker), log it, return exit 1."""
+    log.error("%s: %s", error_type, message)
+    try:
+        client.init_error(error_type, message)
+    except ExtensionsApiError as exc:
+        log.error("%s", exc)
+    return 1
+
+
+Event = Union[Dict[str, Any], BaseException]
+
+
+class _EventPump:
+    """A thread blocked in ``/event/next``, handing each event to the asyncio loop.
+
+    For INVOKE it waits until the loop has run ``on_invoke`` before asking for the next event:
+    once every process sits in ``/next`` Lambda may freeze the environment, and refresh-ahead
+    must have been started by then.
+    """
+
+    def __init__(self, client: ExtensionsClient, loop: asyncio.AbstractEventLoop, app: Any) -> None:
+        import asyncio
+
+        self._client = client
+        self._loop = loop
+        self._app = app
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self._thread = threading.Thread(target=self._run, name="lambda-events", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                event = self._client.next_event()
+            except BaseException as exc:  # the API vanished: the loop decides what to do
+                self._loop.call_soon_threadsafe(self.events.put_nowait, exc)
+                return
+            if str(event.get("eventType", "")).upper() == "INVOKE":
+                done = threading.Event()
+                self._loop.call_soon_threadsafe(self._invoke, event, done)
+                done.wait()
+                continue
+            self._loop.call_soon_threadsafe(self.events.put_nowait, event)
+            if str(event.get("eventType", "")).upper() == "SHUTDOWN":
+                return
+
+    def _invoke(self, event: Dict[str, Any], done: threading.Event) -> None:
+        try:
+            self._app.on_invoke(event)
+        except Exception:
+            # A failed refresh-ahead start must not take the cache down with it.
+            log.exception("INVOKE handling failed")
+        finally:
+            done.set()
+
+
+async def serve(client: ExtensionsClient, environ: Mapping[str, str]) -> int:
+    """Everything after registering: build, bind, prefetch, then serve until SHUTDOWN."""
+    import asyncio
+
+    from cachelayer.errors import ConfigError, PluginError
+
+    try:
+        from cachelayer.core.app import Application
+
+        app = Application.from_environment(environ)
+    except ConfigError as exc:
+        return _init_failed(client, "Extension.ConfigError", str(exc))
+    except PluginError as exc:
+        return _init_failed(client, "Extension.PluginError", str(exc))
+    except Exception as exc:
+        log.exception("init failed")
+        return _init_failed(client, "Extension.InternalError", f"{type(exc).__name__}: {exc}")
+    _setup_logging(str(getattr(app.settings, "log_level", "INFO")))
+
+    from cachelayer.server import Server
+
+    server = Server(app)
+    try:
+        await server.start()
+    except OSError as exc:
+        app.close()
+        return _init_failed(
+            client,
+            "Extension.PortInUse",
+            f"cannot listen on 127.0.0.1:{app.settings.port}: {exc.strerror or exc}; "
+            "another process holds the port: set CACHE_EXTENSION_PORT to a free one",
+        )
+    log.info("listening on port %s", server.port)
+    if app.settings.init_startup:
+        started = time.monotonic()
+        report = await app.prefetch()
+        log.info(
+            "init startup: %d items fetched, %d failed, in %.0f ms",
+            report.fetched,
+            report.failed,
+            (time.monotonic() - started) * 1000,
+        )
+
+    loop = asyncio.get_running_loop()
+    pump = _EventPump(client, loop, app)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(
+            sig,
+            pump.events.put_nowait,
+            {"eventType": "SHUTDOWN", "shutdownReason": signal.Signals(sig).name},
+        )
+    pump.start()
+
+    code = 0
+    event = await pump.events.get()
+    if isinstance(event, BaseException):
+        log.error("lost the Lambda Extensions API: %s", event)
+        reason, code, deadline_ms = "failure", 1, None
+    else:
+        reason = str(event.get("shutdownReason", "unknown"))
+        deadline_ms = event.get("deadlineMs")
+    log.info("shutting down (%s)", reason)
+    budget = 1.5
+    if isinstance(deadline_ms, (int, float)):
+        budget = max(0.05, min(budget, deadline_ms / 1000.0 - time.time() - SHUTDOWN_MARGIN_S))
+    try:
+        app.on_shutdown(reason)
+        await asyncio.wait_for(server.close(), budget)
+    except asyncio.TimeoutError:
+        log.warning("connections still open after %.2f s; closing anyway", budget)
+    finally:
+        app.close()
+    log.info("%s", app.stats_line())
+    return code
+
+
+def _run(coro: Any) -> int:
+    """Run ``coro`` on uvloop when it is installed, else on asyncio's default loop."""
+    import asyncio
+
+    try:
+        import uvloop
+    except ImportError:
+        return int(asyncio.run(coro))
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return int(runner.run(coro))
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return int(asyncio.run(coro))
+
+
+def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] = None) -> int:
+    """Register, then serve; return the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    environ = os.environ if environ is None else environ
+    _setup_logging(environ.get("CACHE_EXTENSION_LOG_LEVEL", "INFO"))
+    name = extension_name(argv)
+    try:
+        client = ExtensionsClient.from_environment(environ)
+        client.register(name, ("INVOKE", "SHUTDOWN"))
+    except ExtensionsApiError as exc:
+        log.error("%s", exc)
+        return 1
+    log.debug("registered as %s", name)
+    return _run(serve(client, environ))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
