@@ -32,7 +32,9 @@ class SimClock:
         return self.now
 
 
-async def simulate(app: Application, clock: SimClock, keys: int, reads: int, minutes: float) -> Dict[str, int]:
+async def simulate(
+    app: Application, clock: SimClock, keys: int, reads: int, minutes: float
+) -> Dict[str, int]:
     rng = random.Random(42)
     provider, _ = app.router.resolve("parameters", {"name": "p0"})
     step = minutes * 60.0 / reads
@@ -81,9 +83,13 @@ def main() -> int:
         for k in range(args.keys):
             ssm.put_parameter(Name=f"p{k}", Value=f"value-{k}", Type="String")
         floor = args.keys * int(args.minutes)  # TTL is one minute
-        print(f"{args.reads} reads of {args.keys} keys over {args.minutes:g} simulated minutes, TTL 1m")
+        print(
+            f"{args.reads} reads of {args.keys} keys over {args.minutes:g} simulated minutes, TTL 1m"
+        )
         print(f"floor (baseline): {floor} upstream calls")
-        print(f"{'refresh-ahead':<14} {'wire calls':>10} {'x floor':>8} {'hits':>7} {'hit share':>9} {'misses':>7}")
+        print(
+            f"{'refresh-ahead':<14} {'wire calls':>10} {'x floor':>8} {'hits':>7} {'hit share':>9} {'misses':>7}"
+        )
         for label, ratio in (("off", "0"), ("on (20%)", "20%")):
             proxy.reset_counts()
             stats = run(ratio, proxy.url, args.keys, args.reads, args.minutes)
@@ -94,7 +100,9 @@ def main() -> int:
                 f"{stats['hits'] / total:>9.1%} {stats['misses']:>7}"
             )
             if stats["upstream_calls"] != wire:
-                print(f"  note: the extension counted {stats['upstream_calls']} calls, the wire {wire}")
+                print(
+                    f"  note: the extension counted {stats['upstream_calls']} calls, the wire {wire}"
+                )
     return 0
 
 

@@ -72,7 +72,11 @@ class BatchProvider(ScriptedProvider):
         self.batches.append(len(items))
         out: Dict[Item, Union[Value, Exception]] = {}
         for i in items:
-            out[i] = Value(self.values[i.name].encode()) if i.name in self.values else NotFoundError(i.name)
+            out[i] = (
+                Value(self.values[i.name].encode())
+                if i.name in self.values
+                else NotFoundError(i.name)
+            )
         return out
 
 
@@ -405,7 +409,6 @@ class TestInvalidate:
             assert cache.size == (0, 0)
 
         run(go())
-
 
 
 class RefreshingProvider(ScriptedProvider):

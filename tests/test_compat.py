@@ -214,15 +214,33 @@ class TestRendering:
     def test_parameter_arns_split_into_region_account_and_name(self) -> None:
         """An SSM parameter ARN gives back the name with its leading slash restored."""
         split = compat.split_parameter_arn
-        assert split("arn:aws:ssm:eu-west-1:123456789012:parameter/app/db") == ("eu-west-1", "123456789012", "/app/db")
-        assert split("arn:aws:ssm:eu-west-1:123456789012:parameter/plain") == ("eu-west-1", "123456789012", "plain")
+        assert split("arn:aws:ssm:eu-west-1:123456789012:parameter/app/db") == (
+            "eu-west-1",
+            "123456789012",
+            "/app/db",
+        )
+        assert split("arn:aws:ssm:eu-west-1:123456789012:parameter/plain") == (
+            "eu-west-1",
+            "123456789012",
+            "plain",
+        )
         assert split("plain") is None
         assert split("arn:aws:secretsmanager:eu-west-1:1:secret:x") is None
 
     def test_absent_parameter_fields_are_null(self) -> None:
         """Every field of the Parameter shape is present, absent ones null, as AWS's extension sends."""
         doc = compat.parameter_document({"Name": "n", "Value": "v", "Type": "String", "Version": 1})
-        assert list(doc) == ["ARN", "DataType", "LastModifiedDate", "Name", "Selector", "SourceResult", "Type", "Value", "Version"]
+        assert list(doc) == [
+            "ARN",
+            "DataType",
+            "LastModifiedDate",
+            "Name",
+            "Selector",
+            "SourceResult",
+            "Type",
+            "Value",
+            "Version",
+        ]
         assert doc["Selector"] is None and doc["Value"] == "v"
 
     def test_openapi_bytes_are_the_package_document(self) -> None:
@@ -243,13 +261,19 @@ class TestParameterDropIn:
         assert isinstance(got["Parameter"]["LastModifiedDate"], str)
         assert got["Parameter"]["Version"] == 1
 
-    def test_securestring_is_encrypted_unless_asked_as_in_getparameter(self, live: Live, ssm: Any) -> None:
+    def test_securestring_is_encrypted_unless_asked_as_in_getparameter(
+        self, live: Live, ssm: Any
+    ) -> None:
         """withDecryption defaults to false like GetParameter; each flag is its own cache variant."""
         ssm.put_parameter(Name="/app/pw", Value="hunter2", Type="SecureString")
         enc = aws_extension_get(live.port, q(P, name="/app/pw"))
         dec = aws_extension_get(live.port, q(P, name="/app/pw", withDecryption="true"))
-        assert normalised_extension(enc) == normalised_boto3(ssm.get_parameter(Name="/app/pw", WithDecryption=False))
-        assert normalised_extension(dec) == normalised_boto3(ssm.get_parameter(Name="/app/pw", WithDecryption=True))
+        assert normalised_extension(enc) == normalised_boto3(
+            ssm.get_parameter(Name="/app/pw", WithDecryption=False)
+        )
+        assert normalised_extension(dec) == normalised_boto3(
+            ssm.get_parameter(Name="/app/pw", WithDecryption=True)
+        )
         assert dec["Parameter"]["Value"] == "hunter2" != enc["Parameter"]["Value"]
         status, headers, _ = live.request(q(P, name="/app/pw", withDecryption="false"))
         assert (status, headers["X-Cache"]) == (200, "hit")
@@ -265,7 +289,9 @@ class TestParameterDropIn:
             (q(P, name="/app/v:2"), "/app/v:2"),
         ):
             got = aws_extension_get(live.port, path)
-            assert normalised_extension(got) == normalised_boto3(ssm.get_parameter(Name=selector)), path
+            assert normalised_extension(got) == normalised_boto3(
+                ssm.get_parameter(Name=selector)
+            ), path
         assert aws_extension_get(live.port, q(P, name="/app/v"))["Parameter"]["Value"] == "two"
 
     def test_url_encoded_and_raw_names_share_one_entry(self, live: Live, ssm: Any) -> None:
@@ -294,7 +320,11 @@ class TestParameterDropIn:
         ssm.put_parameter(Name="shared", Value="s", Type="SecureString")
         assert live.request("/parameters?name=shared")[1]["X-Cache"] == "miss"
         status, headers, body = live.request(q(P, name="shared", withDecryption="true"))
-        assert (status, headers["X-Cache"], json.loads(body)["Parameter"]["Value"]) == (200, "hit", "s")
+        assert (status, headers["X-Cache"], json.loads(body)["Parameter"]["Value"]) == (
+            200,
+            "hit",
+            "s",
+        )
 
     def test_secrets_manager_reference_through_ssm(self, live: Live, ssm: Any, sm: Any) -> None:
         """/aws/reference/secretsmanager/ names answer like GetParameter does for them."""
@@ -302,7 +332,9 @@ class TestParameterDropIn:
         name = "/aws/reference/secretsmanager/ref_secret"
         got = aws_extension_get(live.port, q(P, name=name, withDecryption="true"))
         assert got["Parameter"]["Value"] == "behind-ssm"
-        assert normalised_extension(got) == normalised_boto3(ssm.get_parameter(Name=name, WithDecryption=True))
+        assert normalised_extension(got) == normalised_boto3(
+            ssm.get_parameter(Name=name, WithDecryption=True)
+        )
 
     def test_missing_parameter_is_404_json(self, live: Live) -> None:
         """A parameter that does not exist is a 404 with a JSON error, never a 200."""
@@ -312,7 +344,14 @@ class TestParameterDropIn:
 
     @pytest.mark.parametrize(
         "query",
-        ["", "?name=", "?name=x&version=1&label=a", "?name=x&bogus=1", "?name=x&withDecryption=maybe", "?name=x%3A1&version=1"],
+        [
+            "",
+            "?name=",
+            "?name=x&version=1&label=a",
+            "?name=x&bogus=1",
+            "?name=x&withDecryption=maybe",
+            "?name=x%3A1&version=1",
+        ],
     )
     def test_bad_requests_are_400(self, live: Live, query: str) -> None:
         """Missing/empty name, unknown or conflicting parameters are 400 with a message."""
@@ -327,7 +366,9 @@ class TestSecretDropIn:
         sm.create_secret(Name="db/creds", SecretString='{"user":"u","password":"p"}')
         got = aws_extension_get(live.port, q(S, secretId="db/creds"))
         assert got["ResultMetadata"] == {} and got["SecretBinary"] is None
-        assert normalised_extension(got) == normalised_boto3(sm.get_secret_value(SecretId="db/creds"))
+        assert normalised_extension(got) == normalised_boto3(
+            sm.get_secret_value(SecretId="db/creds")
+        )
 
     def test_binary_secret_is_base64(self, live: Live, sm: Any) -> None:
         """SecretBinary comes back base64-encoded, SecretString null."""
@@ -380,8 +421,12 @@ def _port_free(port: int) -> bool:
 
 
 class TestAwsPort:
-    @pytest.mark.parametrize("variable", ["CACHE_EXTENSION_PORT", "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"])
-    def test_listens_on_awss_port_when_told(self, aws: str, tmp_path: Path, ssm: Any, variable: str) -> None:
+    @pytest.mark.parametrize(
+        "variable", ["CACHE_EXTENSION_PORT", "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"]
+    )
+    def test_listens_on_awss_port_when_told(
+        self, aws: str, tmp_path: Path, ssm: Any, variable: str
+    ) -> None:
         """Setting the port to AWS's 2773 makes existing code using that port work unchanged."""
         if not _port_free(2773):
             pytest.skip("port 2773 is busy on this machine")

@@ -22,7 +22,9 @@ def _load_harness() -> Any:
 
     name = "_cachelayer_live_harness"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_compat.py"))
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).with_name("test_compat.py")
+        )
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
@@ -76,9 +78,16 @@ class TestDocument:
     def test_covers_the_whole_surface(self) -> None:
         """Native, plugin, compat and operation routes are all documented."""
         assert documented_operations() >= {
-            ("GET", "/parameters"), ("GET", "/secrets"), ("GET", "/dynamodb"), ("GET", "/{route}"),
-            ("GET", compat.PARAMETERS_PATH), ("GET", compat.SECRETS_PATH),
-            ("GET", "/-/health"), ("GET", "/-/stats"), ("POST", "/-/invalidate"), ("GET", "/-/openapi.json"),
+            ("GET", "/parameters"),
+            ("GET", "/secrets"),
+            ("GET", "/dynamodb"),
+            ("GET", "/{route}"),
+            ("GET", compat.PARAMETERS_PATH),
+            ("GET", compat.SECRETS_PATH),
+            ("GET", "/-/health"),
+            ("GET", "/-/stats"),
+            ("POST", "/-/invalidate"),
+            ("GET", "/-/openapi.json"),
         }
 
     def test_every_operation_documents_every_error_status_with_the_error_body(self) -> None:
@@ -104,7 +113,11 @@ class TestDocument:
         assert DOCUMENT["security"] == [{"sessionToken": []}]
         for path, item in DOCUMENT["paths"].items():
             if not path.startswith("/-/"):
-                assert set(item["get"]["responses"]["200"]["headers"]) == {"X-Cache", "Age", "Cache-Control"}
+                assert set(item["get"]["responses"]["200"]["headers"]) == {
+                    "X-Cache",
+                    "Age",
+                    "Cache-Control",
+                }
 
 
 @pytest.fixture()
@@ -155,7 +168,9 @@ class TestLiveServerMatchesDocument:
             ("GET", "/-/stats", {"x": "1"}, good, 400),
         ]
         for method, path, params, headers, status in cases:
-            response = requests.request(method, seeded.url + path, params=params, headers=headers, timeout=15)
+            response = requests.request(
+                method, seeded.url + path, params=params, headers=headers, timeout=15
+            )
             assert response.status_code == status, (method, path, params, response.text)
             _operation(schema, method, path).validate_response(response)
         # Statuses reached by breaking the HTTP rules rather than the API's.
@@ -167,7 +182,13 @@ class TestLiveServerMatchesDocument:
             ("POST", "/-/invalidate", {}, b"z" * 9000, 413),
         ]
         for method, target, extra, body, status in probes:
-            response = requests.request(method, seeded.url + target, headers={**good, **extra}, data=body or None, timeout=15)
+            response = requests.request(
+                method,
+                seeded.url + target,
+                headers={**good, **extra},
+                data=body or None,
+                timeout=15,
+            )
             assert response.status_code == status, (method, target[:40], response.text[:200])
             assert set(response.json()) == {"error", "message"}
             path = target.split("?", 1)[0]
@@ -189,8 +210,10 @@ class TestLiveServerMatchesDocument:
         monkeypatch.setenv("AWS_ENDPOINT_URL", dead)  # botocore reads the process environment too
         with live_server(aws, tmp_path, extra_env={"AWS_ENDPOINT_URL": dead}) as running:
             response = requests.get(
-                running.url + "/parameters", params={"name": "x"},
-                headers={TOKEN_HEADER: running.env["AWS_SESSION_TOKEN"]}, timeout=30,
+                running.url + "/parameters",
+                params={"name": "x"},
+                headers={TOKEN_HEADER: running.env["AWS_SESSION_TOKEN"]},
+                timeout=30,
             )
         assert response.status_code == 502, response.text
         schema = schemathesis.openapi.from_dict(DOCUMENT)

@@ -27,7 +27,9 @@ def _load_harness() -> Any:
 
     name = "_cachelayer_live_harness"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_compat.py"))
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).with_name("test_compat.py")
+        )
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
@@ -43,14 +45,21 @@ live_server = _harness.live_server
 SECRET_STRING = "s3cr3t-Value-7f1c9e"
 SECRET_BINARY = b"\x01binary-s3cr3t-9a8b"
 SECURE_PARAMETER = "p4ram-Value-2d4e6f"
-SECRETS = [SECRET_STRING, SECURE_PARAMETER, SECRET_BINARY.decode("latin-1"), "YmluYXJ5LXMzY3IzdC05YThi"]
+SECRETS = [
+    SECRET_STRING,
+    SECURE_PARAMETER,
+    SECRET_BINARY.decode("latin-1"),
+    "YmluYXJ5LXMzY3IzdC05YThi",
+]
 
 
 def seed(endpoint: str) -> None:
     kw = {"endpoint_url": endpoint, "region_name": "us-west-2"}
     boto3.client("secretsmanager", **kw).create_secret(Name="sec/str", SecretString=SECRET_STRING)
     boto3.client("secretsmanager", **kw).create_secret(Name="sec/bin", SecretBinary=SECRET_BINARY)
-    boto3.client("ssm", **kw).put_parameter(Name="/sec/param", Value=SECURE_PARAMETER, Type="SecureString")
+    boto3.client("ssm", **kw).put_parameter(
+        Name="/sec/param", Value=SECURE_PARAMETER, Type="SecureString"
+    )
 
 
 READS = [
@@ -93,14 +102,31 @@ class TestSecretsStayOut:
         config = tmp_path / "config.yaml"
         config.write_text("secrets:\n  - names: [sec/str]\nparameters:\n  - names: [/sec/param]\n")
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CACHE_EXTENSION_", "PARAMETERS_SECRETS_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("CACHE_EXTENSION_", "PARAMETERS_SECRETS_"))
+        }
         env.update(aws_environment(aws))
         env.update({"CACHE_EXTENSION_LOG_LEVEL": "DEBUG", "CACHE_EXTENSION_INIT_STARTUP": "true"})
         log_path = tmp_path / "server.log"
-        log_file = log_path.open("wb")  # a file, not a pipe: DEBUG output would fill a pipe and stall
+        log_file = log_path.open(
+            "wb"
+        )  # a file, not a pipe: DEBUG output would fill a pipe and stall
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cachelayer", "serve", "--config", str(config), "--port", str(port)],
-            env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "cachelayer",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
         bodies: List[bytes] = []
         try:
@@ -133,11 +159,20 @@ class TestSecretsStayOut:
         seed(aws)
         with live_server(aws, tmp_path) as live:
             assert live.request("/secrets?name=sec/str")[0] == 200
-            for path in READS[3:5] + [READS[8], READS[11], "/secrets?name=sec/str&bogus=1", "/-/stats", "/-/health"]:
+            for path in [
+                *READS[3:5],
+                READS[8],
+                READS[11],
+                "/secrets?name=sec/str&bogus=1",
+                "/-/stats",
+                "/-/health",
+            ]:
                 status, _, body = live.request(path)
                 _absent(body.decode("utf-8", "replace"), f"the answer to {path} ({status})")
             for token in (None, "wrong"):
-                _absent(live.request("/secrets?name=sec/str", token=token)[2].decode(), "an auth error")
+                _absent(
+                    live.request("/secrets?name=sec/str", token=token)[2].decode(), "an auth error"
+                )
 
     def test_never_in_reprs(self, aws: str, tmp_path: Path) -> None:
         """Reprs of settings, the application, items, values and lookups show no value or token."""
@@ -148,16 +183,28 @@ class TestSecretsStayOut:
             lookup = live.app.cache.peek(item)
             assert lookup is not None and lookup.value.body == SECRET_STRING.encode()
             token = live.env["AWS_SESSION_TOKEN"]
-            for thing in (live.app.settings, live.app, item, lookup.value, lookup, provider, live.server):
+            for thing in (
+                live.app.settings,
+                live.app,
+                item,
+                lookup.value,
+                lookup,
+                provider,
+                live.server,
+            ):
                 text = repr(thing)
                 _absent(text, f"repr of {type(thing).__name__}")
-                assert token not in text, f"the session token appears in repr of {type(thing).__name__}"
+                assert token not in text, (
+                    f"the session token appears in repr of {type(thing).__name__}"
+                )
 
 
 @pytest.fixture()
 def live(aws: str, tmp_path: Path) -> Iterator[Any]:
     seed(aws)
-    with live_server(aws, tmp_path, extra_env={"AWS_SESSION_TOKEN": "T0ken-abcdefghijklmnop"}) as running:
+    with live_server(
+        aws, tmp_path, extra_env={"AWS_SESSION_TOKEN": "T0ken-abcdefghijklmnop"}
+    ) as running:
         yield running
 
 
@@ -166,7 +213,11 @@ class TestAuth:
         """Every wrong token, whatever its length or shared prefix, gets the same 403 body."""
         token = live.env["AWS_SESSION_TOKEN"]
         wrong = ["x" * n for n in range(0, 2 * len(token) + 2)]
-        wrong += [token[:n] for n in range(len(token))] + [token + "x", token.upper(), token[:-1] + "Q"]
+        wrong += [token[:n] for n in range(len(token))] + [
+            token + "x",
+            token.upper(),
+            token[:-1] + "Q",
+        ]
         answers = set()
         for candidate in wrong:
             status, _, body = live.request("/secrets?name=sec/str", token=candidate)
@@ -181,7 +232,9 @@ class TestAuth:
         status, _, body = live.request(f"{compat.SECRETS_PATH}?secretId=sec/str", token=None)
         assert status == 401 and TOKEN_HEADER in json.loads(body)["message"]
 
-    @pytest.mark.parametrize("path", ["/secrets?name=sec/str", f"{compat.SECRETS_PATH}?secretId=sec/str", "/-/stats"])
+    @pytest.mark.parametrize(
+        "path", ["/secrets?name=sec/str", f"{compat.SECRETS_PATH}?secretId=sec/str", "/-/stats"]
+    )
     def test_x_forwarded_for_is_refused_even_with_the_token(self, live: Any, path: str) -> None:
         """A request relayed by a proxy (X-Forwarded-For) is refused with 403, token or not."""
         status, _, body = live.request(path, headers={"X-Forwarded-For": "127.0.0.1"})
@@ -199,10 +252,12 @@ class TestBounds:
     def test_connections_beyond_the_limit_are_refused(self, aws: str, tmp_path: Path) -> None:
         """With max_connections reached, a new connection is answered 503 and closed."""
         with live_server(aws, tmp_path, max_connections=2) as running:
-            held = [socket.create_connection(("127.0.0.1", running.port), timeout=5) for _ in range(2)]
+            held = [
+                socket.create_connection(("127.0.0.1", running.port), timeout=5) for _ in range(2)
+            ]
             try:
                 time.sleep(0.2)  # let the server accept the held connections
-                status, headers, body = running.request("/-/health")
+                status, _headers, body = running.request("/-/health")
                 assert status == 503 and json.loads(body)["error"] == "ServiceUnavailable"
             finally:
                 for s in held:

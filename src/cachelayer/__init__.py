@@ -1,33 +1,94 @@
-"""cachelayer: an in-memory caching layer for AWS Lambda. The public face for provider authors."""
+"""cachelayer: an in-memory caching layer for AWS Lambda. The public face for provider authors.
+
+Names are loaded on first use (PEP 562): the extension imports ``cachelayer`` before it
+registers with Lambda, and registration should not wait for pluggy and attrs to load.
+"""
 
 from __future__ import annotations
 
-import pluggy
-
-from cachelayer.errors import (
-    BadRequestError,
-    CachelayerError,
-    ConfigError,
-    NotFoundError,
-    PluginError,
-    TransientError,
-    UpstreamError,
-    UpstreamTimeoutError,
-)
-from cachelayer.provider import (
-    BINARY,
-    JSON,
-    TEXT,
-    Duration,
-    Item,
-    Provider, ProviderContext, SupportsFetchMany,
-    Value,
-)
+import importlib
+from typing import TYPE_CHECKING, Any, Dict, Tuple
 
 __version__ = "0.1.0"
 
-hookimpl = pluggy.HookimplMarker("cachelayer")
-"""Marker for plugin hook implementations: ``@cachelayer.hookimpl def cachelayer_providers()``."""
+if TYPE_CHECKING:
+    import pluggy
+
+    from cachelayer.errors import (
+        BadRequestError,
+        CachelayerError,
+        ConfigError,
+        NotFoundError,
+        PluginError,
+        TransientError,
+        UpstreamError,
+        UpstreamTimeoutError,
+    )
+    from cachelayer.provider import (
+        BINARY,
+        JSON,
+        TEXT,
+        Duration,
+        Item,
+        Provider,
+        ProviderContext,
+        SupportsFetchMany,
+        SupportsRefresh,
+        Value,
+    )
+
+    hookimpl: pluggy.HookimplMarker
+
+_LAZY: Dict[str, Tuple[str, str]] = {
+    **{
+        name: ("cachelayer.errors", name)
+        for name in (
+            "BadRequestError",
+            "CachelayerError",
+            "ConfigError",
+            "NotFoundError",
+            "PluginError",
+            "TransientError",
+            "UpstreamError",
+            "UpstreamTimeoutError",
+        )
+    },
+    **{
+        name: ("cachelayer.provider", name)
+        for name in (
+            "BINARY",
+            "JSON",
+            "TEXT",
+            "Duration",
+            "Item",
+            "Provider",
+            "ProviderContext",
+            "SupportsFetchMany",
+            "SupportsRefresh",
+            "Value",
+        )
+    },
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "hookimpl":
+        import pluggy
+
+        marker = pluggy.HookimplMarker("cachelayer")
+        globals()["hookimpl"] = marker
+        return marker
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'cachelayer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(target[0]), target[1])
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "BINARY",

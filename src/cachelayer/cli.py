@@ -105,7 +105,16 @@ def cmd_providers(args: argparse.Namespace) -> int:
     rows = [("SECTION", "ROUTE", "AWS SERVICES", "DISTRIBUTION", "VERSION", "PLUGIN")]
     for name, info in sorted(registry.by_name.items()):
         p = info.provider
-        rows.append((name, f"/{p.route}", ",".join(p.services), info.distribution, info.version, info.plugin))
+        rows.append(
+            (
+                name,
+                f"/{p.route}",
+                ",".join(p.services),
+                info.distribution,
+                info.version,
+                info.plugin,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -177,20 +186,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("serve", help="run the cache server on localhost (outside Lambda, or as a sidecar)")
-    p.add_argument("--config", help="config file (default: $CACHE_EXTENSION_CONFIG or /var/task/config.yaml)")
+    p = sub.add_parser(
+        "serve", help="run the cache server on localhost (outside Lambda, or as a sidecar)"
+    )
+    p.add_argument(
+        "--config", help="config file (default: $CACHE_EXTENSION_CONFIG or /var/task/config.yaml)"
+    )
     p.add_argument("--port", type=int, help="port (default: $CACHE_EXTENSION_PORT or 4000)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("providers", help="list installed providers: section, route, AWS services, distribution")
+    p = sub.add_parser(
+        "providers", help="list installed providers: section, route, AWS services, distribution"
+    )
     p.set_defaults(func=cmd_providers)
 
     p = sub.add_parser("check-config", help="validate a config file and print what would be cached")
     p.add_argument("file", help="the config.yaml to check")
     p.set_defaults(func=cmd_check_config)
 
-    p = sub.add_parser("demo", help="run the local demo: moto as AWS, the extension under the local Lambda emulator")
-    p.add_argument("--invocations", type=int, default=10, help="invocations per function (default 10)")
+    p = sub.add_parser(
+        "demo",
+        help="run the local demo: moto as AWS, the extension under the local Lambda emulator",
+    )
+    p.add_argument(
+        "--invocations", type=int, default=10, help="invocations per function (default 10)"
+    )
     p.set_defaults(func=cmd_demo)
 
     # Sub-command groups that live beside their code.

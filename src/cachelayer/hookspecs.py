@@ -18,6 +18,7 @@ def cachelayer_providers() -> Iterable[Provider]:
     Called once at startup, before the config is read, by every entry point in the
     ``cachelayer`` group. Constructors must do no I/O.
     """
+    raise NotImplementedError  # a specification: plugins implement it
 
 
 @hookspec

@@ -101,7 +101,9 @@ def load_plugins(
             b = BrokenPlugin(ep.name, dist, f"{type(exc).__name__}: {exc}")
             log.warning(
                 "plugin %r from distribution %r failed to load and is skipped: %s",
-                b.plugin, b.distribution, b.error,
+                b.plugin,
+                b.distribution,
+                b.error,
             )
             broken.append(b)
     return broken
@@ -131,14 +133,22 @@ def collect_providers(
         try:
             provided = list(plugin.cachelayer_providers() or [])
         except Exception as exc:
-            b = BrokenPlugin(plugin_name, dist, f"cachelayer_providers() raised {type(exc).__name__}: {exc}")
+            b = BrokenPlugin(
+                plugin_name, dist, f"cachelayer_providers() raised {type(exc).__name__}: {exc}"
+            )
             log.warning("plugin %r from %r is skipped: %s", plugin_name, dist, b.error)
             reg.broken.append(b)
             continue
         for provider in provided:
-            missing = [a for a in ("name", "route", "services", "resolve", "fetch") if not hasattr(provider, a)]
+            missing = [
+                a
+                for a in ("name", "route", "services", "resolve", "fetch")
+                if not hasattr(provider, a)
+            ]
             if missing:
-                b = BrokenPlugin(plugin_name, dist, f"provider {provider!r} lacks {', '.join(missing)}")
+                b = BrokenPlugin(
+                    plugin_name, dist, f"provider {provider!r} lacks {', '.join(missing)}"
+                )
                 log.warning("plugin %r from %r is skipped: %s", plugin_name, dist, b.error)
                 reg.broken.append(b)
                 continue

@@ -54,7 +54,7 @@ class Application:
         pm: Any = None,
         client_factory: Any = None,
         clock: Optional[Callable[[], float]] = None,
-    ) -> "Application":
+    ) -> Application:
         """Discover plugins, load and validate settings, configure providers. No network I/O.
 
         Raises ConfigError or PluginError with a message fit to show the user as is.
@@ -68,7 +68,9 @@ class Application:
             for name, info in registry.by_name.items()
         }
         broken = {b.plugin: f"{b.error} (distribution {b.distribution})" for b in registry.broken}
-        settings = load_settings(environ, schemas, config_path=config_path, port=port, broken=broken)
+        settings = load_settings(
+            environ, schemas, config_path=config_path, port=port, broken=broken
+        )
         for warning in settings.warnings:
             log.warning("%s", warning)
 
@@ -91,7 +93,8 @@ class Application:
             from cachelayer.aws import ClientFactory
 
             client_factory = ClientFactory.from_environment(
-                environ, on_call=lambda service, operation: cache.count_upstream_call(current_route())
+                environ,
+                on_call=lambda service, operation: cache.count_upstream_call(current_route()),
             )
         region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
         context = ProviderContext(client=client_factory, default_region=region)
@@ -101,7 +104,9 @@ class Application:
             except ConfigError as exc:
                 if exc.source is None:  # say which file, as every other config error does
                     raise ConfigError(
-                        f"provider {name!r}: {exc.message}", source=settings.config_path, key=exc.key or name
+                        f"provider {name!r}: {exc.message}",
+                        source=settings.config_path,
+                        key=exc.key or name,
                     ) from exc
                 raise
             except CachelayerError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import random
 import threading
@@ -77,7 +78,7 @@ class Entry:
 
     item: Item
     provider: Provider
-    stats: "RouteStats"
+    stats: RouteStats
     value: Optional[Value]
     error: Optional[NotFoundError]
     ttl: float
@@ -147,10 +148,10 @@ class Cache:
         self._clock = clock
         self._executor = executor or ThreadPoolExecutor(16, thread_name_prefix="cachelayer-fetch")
         self._rng = rng or random.Random()
-        self._entries: "collections.OrderedDict[Key, Entry]" = collections.OrderedDict()
+        self._entries: collections.OrderedDict[Key, Entry] = collections.OrderedDict()
         self._bytes = 0
-        self._inflight: Dict[Key, "asyncio.Future[Lookup]"] = {}
-        self._background: Set["asyncio.Task[Any]"] = set()
+        self._inflight: Dict[Key, asyncio.Future[Lookup]] = {}
+        self._background: Set[asyncio.Task[Any]] = set()
         self._stats: Dict[str, RouteStats] = collections.defaultdict(RouteStats)
         self._lock = threading.Lock()  # guards stats touched from worker threads
 
@@ -211,12 +212,12 @@ class Cache:
 
     # -- fetching --------------------------------------------------------------------------
 
-    def _start_fetch(self, provider: Provider, item: Item) -> "asyncio.Future[Lookup]":
+    def _start_fetch(self, provider: Provider, item: Item) -> asyncio.Future[Lookup]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Lookup] = loop.create_future()
         self._inflight[item.key] = future
 
-        def done(call: "asyncio.Future[Value]") -> None:
+        def done(call: asyncio.Future[Value]) -> None:
             del self._inflight[item.key]
             try:
                 value = call.result()
@@ -229,13 +230,20 @@ class Cache:
 
         held = self._entries.get(item.key)
         previous = held.value if held is not None else None
-        log.debug("fetching %s %r from upstream (%s)", item.route, item.name, "refresh" if previous else "miss")
+        log.debug(
+            "fetching %s %r from upstream (%s)",
+            item.route,
+            item.name,
+            "refresh" if previous else "miss",
+        )
         if previous is not None and isinstance(provider, SupportsRefresh):
             call = loop.run_in_executor(
                 self._executor, self._call_provider, provider.refresh, item.route, item, previous
             )
         else:
-            call = loop.run_in_executor(self._executor, self._call_provider, provider.fetch, item.route, item)
+            call = loop.run_in_executor(
+                self._executor, self._call_provider, provider.fetch, item.route, item
+            )
         call.add_done_callback(done)
         return future
 
@@ -247,7 +255,7 @@ class Cache:
             _current.route = None
 
     def _settle_failure(
-        self, future: "asyncio.Future[Lookup]", provider: Provider, item: Item, exc: BaseException
+        self, future: asyncio.Future[Lookup], provider: Provider, item: Item, exc: BaseException
     ) -> None:
         stats = self._stats[item.route]
         now = self._clock()
@@ -261,7 +269,9 @@ class Cache:
             # A provider bug or an unclassified library error: never show its text (it might
             # hold a value), log it whole for the operator.
             log.error("provider %s failed on %r", item.route, item.name, exc_info=exc)
-            exc = UpstreamError(f"provider {item.route!r} failed unexpectedly ({type(exc).__name__}); see the extension's log")
+            exc = UpstreamError(
+                f"provider {item.route!r} failed unexpectedly ({type(exc).__name__}); see the extension's log"
+            )
         if (
             isinstance(exc, TransientError)
             and entry is not None
@@ -273,7 +283,10 @@ class Cache:
             entry.retry_at = now + backoff * (0.5 + self._rng.random() / 2)  # jitter
             log.warning(
                 "%s %r: refresh failed (%s); serving the stale value, retry in %.1fs",
-                item.route, item.name, exc.code, entry.retry_at - now,
+                item.route,
+                item.name,
+                exc.code,
+                entry.retry_at - now,
             )
             future.set_result(Lookup(entry.value, "stale", now - entry.fetched_at, 0.0))
             return
@@ -294,11 +307,15 @@ class Cache:
         self._put(Entry(item, provider, self._stats[item.route], value, None, ttl, now, now + ttl))
         return Lookup(value, "miss", 0.0, ttl)
 
-    def _remember_not_found(self, provider: Provider, item: Item, exc: NotFoundError, now: float) -> None:
+    def _remember_not_found(
+        self, provider: Provider, item: Item, exc: NotFoundError, now: float
+    ) -> None:
         self._drop(item.key)
         ttl = self.policy.negative_ttl
         if ttl > 0 and self.policy.max_entries > 0:
-            self._put(Entry(item, provider, self._stats[item.route], None, exc, ttl, now, now + ttl))
+            self._put(
+                Entry(item, provider, self._stats[item.route], None, exc, ttl, now, now + ttl)
+            )
 
     def _put(self, entry: Entry) -> None:
         key = entry.item.key
@@ -315,12 +332,11 @@ class Cache:
         if old is not None:
             self._bytes -= old.size
 
-    def _spawn(self, future: "asyncio.Future[Any]") -> None:
+    def _spawn(self, future: asyncio.Future[Any]) -> None:
         async def quiet() -> None:
-            try:
+            # Already counted and logged; nobody was waiting for this one.
+            with contextlib.suppress(CachelayerError):
                 await future
-            except CachelayerError:
-                pass  # already counted and logged; nobody was waiting
 
         task = asyncio.ensure_future(quiet())
         self._background.add(task)
@@ -363,11 +379,17 @@ class Cache:
         if items and isinstance(provider, SupportsFetchMany):
             try:
                 got = await loop.run_in_executor(
-                    self._executor, self._call_provider, provider.fetch_many, items[0].route, list(items)
+                    self._executor,
+                    self._call_provider,
+                    provider.fetch_many,
+                    items[0].route,
+                    list(items),
                 )
                 results.update(got)
             except BaseException as exc:  # the whole batch failed: fall back to one by one
-                log.warning("%s: batch prefetch failed (%s); fetching one by one", provider.name, exc)
+                log.warning(
+                    "%s: batch prefetch failed (%s); fetching one by one", provider.name, exc
+                )
         missing = [i for i in items if i not in results]
         if missing:
             gate = asyncio.Semaphore(8)
@@ -397,7 +419,12 @@ class Cache:
                 stats.upstream_errors += 1
             reason = str(result) if isinstance(result, CachelayerError) else type(result).__name__
             failed[item.key] = reason
-            log.warning("prefetch of %s %r failed: %s; it will be fetched on demand", item.route, item.name, reason)
+            log.warning(
+                "prefetch of %s %r failed: %s; it will be fetched on demand",
+                item.route,
+                item.name,
+                reason,
+            )
         return PrefetchReport(fetched, failed, time.monotonic() - started)
 
     # -- operations ------------------------------------------------------------------------
@@ -412,7 +439,8 @@ class Cache:
     def invalidate(self, route: Optional[str] = None, name: Optional[str] = None) -> int:
         """Drop one entry (route+name, all variants), a route, or everything; return how many."""
         doomed: List[Key] = [
-            k for k in self._entries
+            k
+            for k in self._entries
             if (route is None or k[0] == route) and (name is None or k[1] == name)
         ]
         for k in doomed:

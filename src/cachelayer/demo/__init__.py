@@ -6,7 +6,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 FUNCTIONS = Path(__file__).resolve().parent / "functions"
 
@@ -52,7 +52,9 @@ def run_demo(invocations: int = 10, out: Any = None) -> int:
         say(f"moto (AWS) on {endpoint}: seeding the sample's table, parameter and secret")
         seed_sample(endpoint)
         config = Path(tmp) / "config.yaml"
-        config.write_text(SAMPLE_CONFIG_YAML + "secrets:\n  - region: us-west-2\n    names: [secret_info]\n")
+        config.write_text(
+            SAMPLE_CONFIG_YAML + "secrets:\n  - region: us-west-2\n    names: [secret_info]\n"
+        )
         env = aws_environment(endpoint)
         env.update(
             CACHE_EXTENSION_CONFIG=str(config),
@@ -66,7 +68,9 @@ def run_demo(invocations: int = 10, out: Any = None) -> int:
             ("through cachelayer", "through_extension.handler", extensions),
             ("boto3 every call", "direct_boto3.handler", None),
         ):
-            say(f"\n== {label}: {invocations} invocations of {handler} under the local Lambda emulator")
+            say(
+                f"\n== {label}: {invocations} invocations of {handler} under the local Lambda emulator"
+            )
             with LocalLambda(
                 extensions_dir=ext,
                 handler=handler,
@@ -82,11 +86,7 @@ def run_demo(invocations: int = 10, out: Any = None) -> int:
                     if not result.ok:
                         say(f"invocation failed: {result.error}")
                         for name in ("cachelayer", "runtime"):
-                            log: Optional[str] = None
-                            try:
-                                log = fn.log(name)
-                            except (OSError, KeyError):
-                                pass
+                            log = fn.log(name)
                             if log:
                                 say(f"--- {name} log ---\n{log[-3000:]}")
                         return 1
@@ -97,12 +97,16 @@ def run_demo(invocations: int = 10, out: Any = None) -> int:
         values = last["through cachelayer"]
         say("\nValues read through the extension (last invocation):")
         for key, value in values["values"].items():
-            shown = "<secret, %d chars>" % len(value) if key == "secret" else value
-            say(f"  {key:<10} {shown}   X-Cache: {values['cache'][key]}, read in {values['read_ms'][key]:.2f} ms")
+            shown = f"<secret, {len(value)} chars>" if key == "secret" else value
+            say(
+                f"  {key:<10} {shown}   X-Cache: {values['cache'][key]}, read in {values['read_ms'][key]:.2f} ms"
+            )
         direct = last["boto3 every call"]
         say(f"  secret via boto3 GetSecretValue: read in {direct['read_ms']['secret']:.2f} ms")
         say("\nDurations (ms), as Lambda's REPORT lines count them:")
-        say(f"  {'function':<20} {'init':>8} {'cold':>8} {'warm avg':>9} {'warm p50':>9} {'warm max':>9}")
+        say(
+            f"  {'function':<20} {'init':>8} {'cold':>8} {'warm avg':>9} {'warm p50':>9} {'warm max':>9}"
+        )
         for label, r in rows.items():
             say(
                 f"  {label:<20} {r['init']:>8.1f} {r['cold']:>8.2f} {r['warm_avg']:>9.2f} "
@@ -111,8 +115,10 @@ def run_demo(invocations: int = 10, out: Any = None) -> int:
         cached = rows["through cachelayer"]["warm_avg"]
         boto = rows["boto3 every call"]["warm_avg"]
         if cached > 0:
-            say(f"\nWarm invocations through cachelayer took {cached / boto:.2f}x the time of boto3 on every call "
-                f"(3 reads vs 1), against moto on loopback; real AWS adds 10-30 ms per call.")
+            say(
+                f"\nWarm invocations through cachelayer took {cached / boto:.2f}x the time of boto3 on every call "
+                f"(3 reads vs 1), against moto on loopback; real AWS adds 10-30 ms per call."
+            )
     return 0
 
 

@@ -12,6 +12,7 @@ import httptools
 
 from cachelayer import __version__
 from cachelayer.errors import BadRequestError, CachelayerError, RouteNotFoundError
+from cachelayer.server import compat
 from cachelayer.server.responses import (
     CLOSE,
     KEEP_ALIVE,
@@ -21,7 +22,6 @@ from cachelayer.server.responses import (
     render_value,
     status_for,
 )
-from cachelayer.server import compat
 from cachelayer.server.urls import parse_target
 
 if TYPE_CHECKING:
@@ -582,7 +582,11 @@ class HttpConnection(asyncio.Protocol):
             if status == 500:
                 log.error("error answering %s", path, exc_info=exc)
             return render_error(
-                status, code, str(exc) if status != 500 else _GENERIC_500, connection=conn, head=head
+                status,
+                code,
+                str(exc) if status != 500 else _GENERIC_500,
+                connection=conn,
+                head=head,
             )
         except Exception:
             log.exception("internal error answering %s", path)
