@@ -510,6 +510,30 @@ class TestUpstream:
             for a in answers
         )
 
+    def test_concurrent_reads_of_an_expired_key_make_one_call(
+        self, seeded: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """200 concurrent requests for one expired key cause exactly one upstream refresh."""
+        with UpstreamProxy(seeded) as proxy:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+            app = build_app(proxy.url, tmp_path, env={"CACHE_EXTENSION_TTL": "1s"})
+            running = Running(app)
+            try:
+                assert running.get(PARAM)[0] == 200
+                time.sleep(1.1)  # the entry is now expired
+                proxy.reset_counts()
+                proxy.inject(Fault.delay(0.3), operation="GetParameter")
+                answers = asyncio.run(_many_gets(running.port, PARAM, 200))
+                assert proxy.count("GetParameter") == 1
+            finally:
+                running.stop()
+                app.close()
+        assert all(
+            a.startswith(b"HTTP/1.1 200") and a.endswith(SAMPLE_PARAMETER_VALUE.encode())
+            for a in answers
+        )
+        assert sum(b"X-Cache: miss" in a for a in answers) == 200
+
     def test_upstream_failure_is_502(
         self, seeded: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
     ) -> None:
