@@ -208,6 +208,11 @@ class Cache:
             stats.stale += 1
         else:
             stats.misses += 1
+            # The read that caused the fetch is a read: refresh-ahead should keep this entry
+            # fresh for a function that reads it once per TTL.
+            held = self._entries.get(key)
+            if held is not None and held.value is lookup.value:
+                held.read_since_refresh = True
         return lookup
 
     # -- fetching --------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""A live cachelayer for tests: the real Application and Server on loopback in a background thread."""
+"""A live cachelayer for tests: the real Application and Server on loopback, in a thread."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ class Live:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def call(self, fn: Callable[..., Any], *args: Any, timeout: float = 10.0) -> Any:
-        """Call a plain function on the loop's thread (e.g. ``app.on_invoke``); return its result."""
+        """Call ``fn(*args)`` on the loop's thread (e.g. ``app.on_invoke``); return its result."""
 
         async def wrapper() -> Any:
             return fn(*args)
@@ -172,7 +172,9 @@ class Live:
         """GET every path, spread over ``connections`` keep-alive connections used at once
         (each in its own thread, released together); the replies in the order of ``paths``."""
         connections = max(1, min(connections, len(paths)))
-        shares: List[List[int]] = [list(range(i, len(paths), connections)) for i in range(connections)]
+        shares: List[List[int]] = [
+            list(range(i, len(paths), connections)) for i in range(connections)
+        ]
         replies: List[Optional[Reply]] = [None] * len(paths)
         ready = threading.Barrier(connections)
 
@@ -224,18 +226,22 @@ def live_server(
     *,
     port: Optional[int] = 0,
     clock: Optional[Callable[[], float]] = None,
+    client_factory: Any = None,
     **server_args: Any,
 ) -> Iterator[Live]:
     """Start the real application and server against AWS at ``endpoint`` (moto, or a proxy in
     front of it); stop them after. ``config`` is the YAML text, ``extra_env`` is laid over the
-    fake AWS environment, ``clock`` replaces the cache's clock, ``server_args`` go to Server."""
+    fake AWS environment, ``clock`` replaces the cache's clock, ``client_factory`` the boto3
+    client factory (e.g. one with shorter timeouts), ``server_args`` go to Server."""
     env = dict(aws_environment(endpoint))
     env.update(extra_env or {})
     config_path = tmp_path / "config.yaml"
     if config_path.exists():  # several servers in one test: one file each
         config_path = tmp_path / f"config-{next(_configs)}.yaml"
     config_path.write_text(config)
-    app = Application.from_environment(env, config_path=str(config_path), clock=clock)
+    app = Application.from_environment(
+        env, config_path=str(config_path), clock=clock, client_factory=client_factory
+    )
     server = Server(app, port=port, **server_args)
     loop = asyncio.new_event_loop()
     started = threading.Event()
