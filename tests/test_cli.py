@@ -26,7 +26,9 @@ from cachelayer.testing.sample import (
 TOKEN = "testing-session-token"
 
 
-def cachelayer(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def cachelayer(
+    *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "cachelayer", *args],
         capture_output=True,
@@ -80,10 +82,18 @@ class TestProviders:
         """`cachelayer providers` shows each built-in's section, route, services and distribution."""
         done = cachelayer("providers")
         assert done.returncode == 0, done.stderr
-        rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()[1:] if line.strip()}
+        rows = {
+            line.split()[0]: line.split() for line in done.stdout.splitlines()[1:] if line.strip()
+        }
         from cachelayer import __version__
 
-        assert rows["parameters"][:5] == ["parameters", "/parameters", "ssm", "cachelayer", __version__]
+        assert rows["parameters"][:5] == [
+            "parameters",
+            "/parameters",
+            "ssm",
+            "cachelayer",
+            __version__,
+        ]
         assert rows["secrets"][:4] == ["secrets", "/secrets", "secretsmanager", "cachelayer"]
         assert rows["dynamodb"][:4] == ["dynamodb", "/dynamodb", "dynamodb", "cachelayer"]
 
@@ -165,7 +175,9 @@ class TestServe:
     def test_port_in_use_is_a_clear_error(self, served: Served, tmp_path: Path, aws: str) -> None:
         """A second server on a taken port exits non-zero naming the port and how to change it."""
         config = tmp_path / "config.yaml"
-        other = start_serve(aws_environment(aws), ["--config", str(config), "--port", str(served.port)])
+        other = start_serve(
+            aws_environment(aws), ["--config", str(config), "--port", str(served.port)]
+        )
         _, err = other.communicate(timeout=30)
         assert other.returncode == 1
         assert str(served.port) in err and "CACHE_EXTENSION_PORT" in err
@@ -174,8 +186,12 @@ class TestServe:
     def test_bad_config_exits_with_the_error(self, aws: str, tmp_path: Path) -> None:
         """A config error stops `serve` before binding, with the file and line."""
         config = tmp_path / "config.yaml"
-        config.write_text("dynamodb:\n  - table: T\n    hashkey: k\n    hashkeytype: X\n    hashkeyvalue: v\n")
-        proc = start_serve(aws_environment(aws), ["--config", str(config), "--port", str(free_port())])
+        config.write_text(
+            "dynamodb:\n  - table: T\n    hashkey: k\n    hashkeytype: X\n    hashkeyvalue: v\n"
+        )
+        proc = start_serve(
+            aws_environment(aws), ["--config", str(config), "--port", str(free_port())]
+        )
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 2
         assert f"{config}:4: dynamodb[0].hashkeytype" in err

@@ -54,7 +54,9 @@ def _normalise(document: Dict[str, Any]) -> Dict[str, Any]:
         if key.endswith("Date"):
             if isinstance(value, str):
                 value = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-            value = value.astimezone(datetime.timezone.utc).replace(microsecond=value.microsecond // 1000 * 1000)
+            value = value.astimezone(datetime.timezone.utc).replace(
+                microsecond=value.microsecond // 1000 * 1000
+            )
         out[key] = value
     return out
 
@@ -82,7 +84,11 @@ class TestAwsExtensionCodeUnderLambda:
         (tmp_path / "config.yaml").write_text("")
         env["CACHE_EXTENSION_CONFIG"] = str(tmp_path / "config.yaml")
 
-        event = {"parameter": "/app/config/url", "secure": "/app/db/password", "secret": "app/api-key"}
+        event = {
+            "parameter": "/app/config/url",
+            "secure": "/app/db/password",
+            "secret": "app/api-key",
+        }
         with LocalLambda(
             extensions_dir=extensions,
             handler="lambda_function.lambda_handler",

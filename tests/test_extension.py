@@ -292,6 +292,35 @@ class TestInitStartup:
 
 
 @pytest.mark.slow
+class TestInitWithAwsDown:
+    def test_hanging_aws_cannot_blow_lambdas_init_limit(
+        self, tmp_path: Path, function_env: Dict[str, str]
+    ) -> None:
+        """With AWS hanging at init, prefetch gives up within its budget, init succeeds inside
+        Lambda's 10 s, and the items are fetched on demand once AWS answers again."""
+        from cachelayer.extension import PREFETCH_BUDGET_S
+        from cachelayer.testing.proxy import Fault
+
+        write_dev_launcher(tmp_path / "ext")
+        with UpstreamProxy(function_env["AWS_ENDPOINT_URL"]) as proxy:
+            proxy.inject(Fault.delay(30))  # every call hangs past botocore's timeouts
+            env = {
+                **function_env,
+                "AWS_ENDPOINT_URL": proxy.url,
+                "CACHE_EXTENSION_INIT_STARTUP": "true",
+            }
+            with local(tmp_path, tmp_path / "ext", env) as fn:
+                report = fn.start()
+                assert report.ok, fn.log("cachelayer")
+                assert report.duration_ms < (PREFETCH_BUDGET_S + 3) * 1000
+                assert "prefetch did not finish" in fn.log("cachelayer")
+                proxy.clear()
+                result = fn.invoke({"op": "get", "path": PARAM_PATH})
+        assert result.ok, result.error
+        assert (result.response["status"], result.response["body"]) == (200, SAMPLE_PARAMETER_VALUE)
+
+
+@pytest.mark.slow
 class TestFreeze:
     def test_value_is_refreshed_after_a_freeze_longer_than_ttl(
         self, tmp_path: Path, function_env: Dict[str, str]

@@ -13,28 +13,9 @@ import sys
 from typing import Any, List, Optional, Sequence
 
 from cachelayer.errors import CachelayerError
+from cachelayer.logs import setup_logging
 
 log = logging.getLogger("cachelayer")
-
-
-def setup_logging(level: str = "INFO") -> None:
-    """Log lines to stderr as ``cachelayer LEVEL message`` (CloudWatch adds the time)."""
-    level = level.upper()
-    if level in ("NONE", "OFF"):
-        level = "CRITICAL"
-    if level == "WARN":
-        level = "WARNING"
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="[cachelayer] %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    # At DEBUG botocore logs whole response bodies, i.e. secret values: keep the AWS libraries
-    # at INFO or above whatever the extension's own level is.
-    floor = max(logging.getLogger().level, logging.INFO)
-    for name in ("botocore", "boto3", "urllib3", "s3transfer"):
-        logging.getLogger(name).setLevel(floor)
 
 
 def install_loop_policy() -> None:

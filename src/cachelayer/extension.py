@@ -16,17 +16,20 @@ import time
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from cachelayer.core.lifecycle import ExtensionsApiError, ExtensionsClient
+from cachelayer.logs import setup_logging
 
 if TYPE_CHECKING:
     # asyncio alone costs ~20 ms of imports: it is loaded after registering, where it is used.
     import asyncio
+
+# Lambda caps init at 10 s for the function and every extension together.
+PREFETCH_BUDGET_S = 6.0
 
 log = logging.getLogger("cachelayer.extension")
 
 DEFAULT_NAME = "cachelayer"
 # Leave this much of the shutdown deadline unused: Lambda SIGKILLs at the deadline itself.
 SHUTDOWN_MARGIN_S = 0.3
-LOG_FORMAT = "[cachelayer] %(levelname)s %(name)s: %(message)s"
 
 
 def extension_name(argv: Sequence[str]) -> str:
@@ -37,17 +40,6 @@ def extension_name(argv: Sequence[str]) -> str:
         if arg.startswith("--name="):
             return arg.split("=", 1)[1]
     return DEFAULT_NAME
-
-
-def _setup_logging(level: str) -> None:
-    level = level.upper()
-    level = {"WARN": "WARNING", "NONE": "CRITICAL", "OFF": "CRITICAL"}.get(level, level)
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format=LOG_FORMAT,
-        stream=sys.stderr,
-        force=True,
-    )
 
 
 def _init_failed(client: ExtensionsClient, error_type: str, message: str) -> int:
@@ -126,7 +118,7 @@ async def serve(client: ExtensionsClient, environ: Mapping[str, str]) -> int:
     except Exception as exc:
         log.exception("init failed")
         return _init_failed(client, "Extension.InternalError", f"{type(exc).__name__}: {exc}")
-    _setup_logging(str(getattr(app.settings, "log_level", "INFO")))
+    setup_logging(str(getattr(app.settings, "log_level", "INFO")))
 
     from cachelayer.server import Server
 
@@ -144,13 +136,22 @@ async def serve(client: ExtensionsClient, environ: Mapping[str, str]) -> int:
     log.info("listening on port %s", server.port)
     if app.settings.init_startup:
         started = time.monotonic()
-        report = await app.prefetch()
-        log.info(
-            "init startup: %d items fetched, %d failed, in %.0f ms",
-            report.fetched,
-            report.failed,
-            (time.monotonic() - started) * 1000,
-        )
+        try:
+            # Lambda gives init 10 s in all; what is not fetched by then is fetched on demand.
+            report = await asyncio.wait_for(app.prefetch(), PREFETCH_BUDGET_S)
+        except asyncio.TimeoutError:
+            log.warning(
+                "init startup: prefetch did not finish within %.0f s (is AWS slow or "
+                "unreachable?); the items not fetched yet will be fetched on demand",
+                PREFETCH_BUDGET_S,
+            )
+        else:
+            log.info(
+                "init startup: %d items fetched, %d failed, in %.0f ms",
+                report.fetched,
+                report.failed,
+                (time.monotonic() - started) * 1000,
+            )
 
     loop = asyncio.get_running_loop()
     pump = _EventPump(client, loop, app)
@@ -204,7 +205,7 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
     """Register, then serve; return the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     environ = os.environ if environ is None else environ
-    _setup_logging(environ.get("CACHE_EXTENSION_LOG_LEVEL", "INFO"))
+    setup_logging(environ.get("CACHE_EXTENSION_LOG_LEVEL", "INFO"))
     name = extension_name(argv)
     try:
         client = ExtensionsClient.from_environment(environ)

@@ -380,7 +380,7 @@ class Cache:
         """
         started = time.monotonic()
         loop = asyncio.get_running_loop()
-        results: Dict[Item, Union[Value, BaseException]] = {}
+        results: Dict[Item, Union[Value, Exception]] = {}
         if items and isinstance(provider, SupportsFetchMany):
             try:
                 got = await loop.run_in_executor(
@@ -391,9 +391,12 @@ class Cache:
                     list(items),
                 )
                 results.update(got)
-            except BaseException as exc:  # the whole batch failed: fall back to one by one
+            except Exception as exc:  # the whole batch failed: fall back to one by one
+                # (Not BaseException: a cancelled prefetch, e.g. out of init time, must stop.)
                 log.warning(
-                    "%s: batch prefetch failed (%s); fetching one by one", provider.name, exc
+                    "%s: batch prefetch failed (%s); fetching one by one",
+                    provider.name,
+                    exc if isinstance(exc, CachelayerError) else type(exc).__name__,
                 )
         missing = [i for i in items if i not in results]
         if missing:
@@ -405,7 +408,7 @@ class Cache:
                         results[item] = await loop.run_in_executor(
                             self._executor, self._call_provider, provider.fetch, item.route, item
                         )
-                    except BaseException as exc:
+                    except Exception as exc:
                         results[item] = exc
 
             await asyncio.gather(*(one(i) for i in missing))
