@@ -77,6 +77,21 @@ class TestCheckConfig:
         assert "CACHE_EXTENSION_TTL" in done.stderr and "Traceback" not in done.stderr
 
 
+    def test_every_config_example_in_the_readme_is_valid(self, tmp_path: Path) -> None:
+        """The README's YAML examples pass check-config as written."""
+        import re
+
+        readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+        blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+        assert len(blocks) >= 2
+        for i, block in enumerate(blocks):
+            path = tmp_path / f"example{i}.yaml"
+            path.write_text(block)
+            done = cachelayer("check-config", str(path), env={"AWS_SESSION_TOKEN": TOKEN})
+            assert done.returncode == 0, (block, done.stderr)
+            assert done.stderr == ""
+
+
 class TestProviders:
     def test_lists_builtins_with_distribution_and_version(self) -> None:
         """`cachelayer providers` shows each built-in's section, route, services and distribution."""

@@ -109,7 +109,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from cachelayer.core.durations import format_duration
 
     env = dict(os.environ)
-    # check-config reads the file named on the command line even if it is missing by default.
+    # Warnings are printed below with the rest of the report, not logged a second time.
+    logging.getLogger("cachelayer").setLevel(logging.ERROR)
     try:
         app = Application.from_environment(env, config_path=args.file, client_factory=_no_clients)
     except CachelayerError as exc:
@@ -134,7 +135,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             variant = "".join(f" {k}={v}" for k, v in item.variant)
             print(f"  {item.name}{variant}  ttl {format_duration(ttl)}")
             total += 1
-    print(f"{total} items would be cached" + (" and prefetched at init" if s.init_startup else ""))
+    noun = "item" if total == 1 else "items"
+    print(f"{total} {noun} would be cached" + (" and prefetched at init" if s.init_startup else ""))
     for w in s.warnings:
         print(f"warning: {w}")
     return 0
