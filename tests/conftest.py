@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from typing import Iterator
 
 import pytest
+
+from cachelayer.testing.proxy import UpstreamProxy
 
 
 @pytest.fixture(autouse=True)
@@ -14,3 +17,12 @@ def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+
+
+@pytest.fixture()
+def proxy(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[UpstreamProxy]:
+    """A counting, fault-injecting proxy in front of a clean moto, with AWS_ENDPOINT_URL
+    pointing at it (so ``ClientFactory`` clients go through it)."""
+    with UpstreamProxy(aws) as p:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", p.url)
+        yield p

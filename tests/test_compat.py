@@ -2,125 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import datetime
 import json
 import os
 import socket
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, Mapping
 
-import attrs
 import boto3
 import pytest
 
-from cachelayer.core.app import Application
-from cachelayer.server import Server, compat
-from cachelayer.testing.moto import aws_environment
-
-TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
-RIGHT_TOKEN = "<the environment's AWS_SESSION_TOKEN>"
-
-
-# -- a live cachelayer (shared with test_openapi.py and test_security.py) ----------------------
-
-
-@attrs.define
-class Live:
-    """A real Application + Server on loopback, run by an event loop in a background thread."""
-
-    app: Application
-    server: Server
-    loop: asyncio.AbstractEventLoop
-    env: Dict[str, str]
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.port}"
-
-    def run(self, coro: Any, timeout: float = 10.0) -> Any:
-        """Run a coroutine on the server's loop and return its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def request(
-        self,
-        path: str,
-        *,
-        method: str = "GET",
-        token: Optional[str] = RIGHT_TOKEN,
-        headers: Optional[Mapping[str, str]] = None,
-        data: Optional[bytes] = None,
-    ) -> Tuple[int, Dict[str, str], bytes]:
-        """One HTTP request; by default with the right token, ``token=None`` sends none."""
-        sent = dict(headers or {})
-        if token is not None:
-            sent[TOKEN_HEADER] = self.env["AWS_SESSION_TOKEN"] if token == RIGHT_TOKEN else token
-        req = urllib.request.Request(self.url + path, method=method, headers=sent, data=data)
-        try:
-            with urllib.request.urlopen(req, timeout=15) as resp:
-                return resp.status, dict(resp.headers), resp.read()
-        except urllib.error.HTTPError as exc:
-            with exc:
-                return exc.code, dict(exc.headers), exc.read()
-
-
-@contextlib.contextmanager
-def live_server(
-    endpoint: str,
-    tmp_path: Path,
-    config: str = "",
-    extra_env: Optional[Mapping[str, str]] = None,
-    *,
-    port: Optional[int] = 0,
-    **server_args: Any,
-) -> Iterator[Live]:
-    """Start the real application and server against moto at ``endpoint``; stop them after."""
-    env = dict(aws_environment(endpoint))
-    env.update(extra_env or {})
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(config)
-    app = Application.from_environment(env, config_path=str(config_path))
-    server = Server(app, port=port, **server_args)
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    failure: list = []
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(server.start())
-        except BaseException as exc:  # reported to the test below
-            failure.append(exc)
-            started.set()
-            return
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, name="cachelayer-test-server", daemon=True)
-    thread.start()
-    started.wait(15)
-    try:
-        if failure:
-            raise failure[0]
-        yield Live(app, server, loop, env)
-    finally:
-        if not failure:
-            asyncio.run_coroutine_threadsafe(server.close(), loop).result(10)
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-        app.close()
-
+from cachelayer.server import compat
+from cachelayer.testing.live import Live, live_server
 
 # -- what code written for AWS's extension does (as AWS's documentation shows it) -------------
 

@@ -7,7 +7,6 @@ import http.client
 import json
 import os
 import signal
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -15,8 +14,6 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 
 import pytest
 
-# The suite runs with --import-mode=importlib, which does not put tests/ on sys.path.
-sys.path.insert(0, str(Path(__file__).parent))
 from cachelayer.local import HIDDEN_FROM_EXTENSIONS, ApiServer, LocalLambda, Sandbox
 from cachelayer.local.api import FunctionIdentity, Invocation
 from cachelayer.local.cli import register as register_cli

@@ -13,8 +13,6 @@ from typing import Any, Dict, Iterator
 
 import pytest
 
-# The suite runs with --import-mode=importlib, which does not put tests/ on sys.path.
-sys.path.insert(0, str(Path(__file__).parent))
 from cachelayer.core.lifecycle import ExtensionsApiError, ExtensionsClient
 from cachelayer.local import ApiServer, LocalLambda, Sandbox
 from cachelayer.local.api import FunctionIdentity

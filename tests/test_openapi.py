@@ -12,30 +12,7 @@ import boto3
 import pytest
 
 from cachelayer.server import compat
-
-
-def _load_harness() -> Any:
-    # pytest runs with --import-mode=importlib, so test modules cannot import each other; the
-    # live-server harness lives in test_compat.py until it moves into cachelayer.testing.
-    import importlib.util
-    import sys
-
-    name = "_cachelayer_live_harness"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("test_compat.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_harness = _load_harness()
-TOKEN_HEADER = _harness.TOKEN_HEADER
-Live = _harness.Live
-live_server = _harness.live_server
+from cachelayer.testing.live import TOKEN_HEADER, Live, live_server
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENT: Dict[str, Any] = json.loads(compat.openapi_bytes())

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 from decimal import Decimal
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 import boto3
 import pytest
@@ -25,8 +23,6 @@ from cachelayer import (
     UpstreamError,
     Value,
 )
-from cachelayer.aws import ClientFactory
-from cachelayer.plugins import collect_providers, load_plugins, make_plugin_manager
 from cachelayer.providers.dynamodb import (
     DynamoDbProvider,
     DynamoDbSection,
@@ -35,8 +31,8 @@ from cachelayer.providers.dynamodb import (
 )
 from cachelayer.testing.proxy import Fault, UpstreamProxy
 from cachelayer.testing.sample import SAMPLE_TABLE, seed_sample
+from provider_helpers import REGION, assert_imports_without_boto3, configured, entry_point_provider
 
-REGION = "us-west-2"
 SAMPLE_ITEM = DynamoItem(
     table=SAMPLE_TABLE,
     hashkey="pKey",
@@ -46,14 +42,6 @@ SAMPLE_ITEM = DynamoItem(
     sortkeytype="S",
     sortkeyvalue="sKey1",
 )
-
-
-@pytest.fixture()
-def proxy(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[UpstreamProxy]:
-    """A counting proxy in front of a clean moto, with AWS_ENDPOINT_URL pointing at it."""
-    with UpstreamProxy(aws) as p:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", p.url)
-        yield p
 
 
 @pytest.fixture()
@@ -76,15 +64,7 @@ def make_table(ddb: Any, name: str, hash_type: str = "S", sort_type: Optional[st
 
 def make_provider(config: Any = None, **factory: Any) -> DynamoDbProvider:
     """A provider configured with ``config`` and a fresh client factory (one attempt, fast)."""
-    factory.setdefault("max_attempts", 1)
-    provider = DynamoDbProvider()
-    provider.configure(
-        config,
-        ProviderContext(
-            client=ClientFactory(default_region=REGION, **factory), default_region=REGION
-        ),
-    )
-    return provider
+    return configured(DynamoDbProvider(), config, **factory)
 
 
 def hash_item(table: str, value: str, kind: str = "S", **kw: Any) -> DynamoItem:
@@ -375,20 +355,13 @@ class TestUnprocessedKeys:
 class TestPlugin:
     def test_entry_point_provides_the_dynamodb_route(self) -> None:
         """The `dynamodb` entry point registers a DynamoDbProvider on route `dynamodb`."""
-        pm = make_plugin_manager()
-        registry = collect_providers(pm, load_plugins(pm, allow=["dynamodb"]))
-        provider = registry.by_route["dynamodb"].provider
+        provider = entry_point_provider("dynamodb", "dynamodb")
         assert isinstance(provider, DynamoDbProvider)
         assert provider.services == ("dynamodb",)
 
     def test_import_does_not_load_boto3(self) -> None:
         """Importing the provider module imports neither boto3 nor botocore."""
-        code = (
-            "import sys, cachelayer.providers.dynamodb\n"
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')]\n"
-            "assert not bad, bad\n"
-        )
-        subprocess.run([sys.executable, "-c", code], check=True)
+        assert_imports_without_boto3("cachelayer.providers.dynamodb")
 
     def test_item_built_elsewhere_is_still_fetchable(self, proxy: UpstreamProxy, aws: str) -> None:
         """An Item rebuilt from its key (no target) is resolved again when fetched."""

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -16,14 +14,11 @@ from cachelayer import (
     ConfigError,
     Duration,
     NotFoundError,
-    ProviderContext,
     SupportsFetchMany,
     TransientError,
     UpstreamError,
     Value,
 )
-from cachelayer.aws import ClientFactory
-from cachelayer.plugins import collect_providers, load_plugins, make_plugin_manager
 from cachelayer.providers.secrets import (
     SecretGroup,
     SecretName,
@@ -31,16 +26,7 @@ from cachelayer.providers.secrets import (
     SecretsSection,
 )
 from cachelayer.testing.proxy import Fault, UpstreamProxy
-
-REGION = "us-west-2"
-
-
-@pytest.fixture()
-def proxy(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[UpstreamProxy]:
-    """A counting proxy in front of a clean moto, with AWS_ENDPOINT_URL pointing at it."""
-    with UpstreamProxy(aws) as p:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", p.url)
-        yield p
+from provider_helpers import REGION, assert_imports_without_boto3, configured, entry_point_provider
 
 
 @pytest.fixture()
@@ -51,15 +37,7 @@ def sm(aws: str) -> Any:
 
 def make_provider(config: Any = None, **factory: Any) -> SecretsManagerProvider:
     """A provider configured with ``config`` and a fresh client factory (one attempt, fast)."""
-    factory.setdefault("max_attempts", 1)
-    provider = SecretsManagerProvider()
-    provider.configure(
-        config,
-        ProviderContext(
-            client=ClientFactory(default_region=REGION, **factory), default_region=REGION
-        ),
-    )
-    return provider
+    return configured(SecretsManagerProvider(), config, **factory)
 
 
 class TestValues:
@@ -264,17 +242,10 @@ class TestErrors:
 class TestPlugin:
     def test_entry_point_provides_the_secrets_route(self) -> None:
         """The `secrets` entry point registers a SecretsManagerProvider on route `secrets`."""
-        pm = make_plugin_manager()
-        registry = collect_providers(pm, load_plugins(pm, allow=["secrets"]))
-        provider = registry.by_route["secrets"].provider
+        provider = entry_point_provider("secrets", "secrets")
         assert isinstance(provider, SecretsManagerProvider)
         assert provider.services == ("secretsmanager",)
 
     def test_import_does_not_load_boto3(self) -> None:
         """Importing the provider module imports neither boto3 nor botocore."""
-        code = (
-            "import sys, cachelayer.providers.secrets\n"
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')]\n"
-            "assert not bad, bad\n"
-        )
-        subprocess.run([sys.executable, "-c", code], check=True)
+        assert_imports_without_boto3("cachelayer.providers.secrets")

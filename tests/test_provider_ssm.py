@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -16,15 +14,12 @@ from cachelayer import (
     Duration,
     Item,
     NotFoundError,
-    ProviderContext,
     SupportsFetchMany,
     TransientError,
     UpstreamError,
     UpstreamTimeoutError,
     Value,
 )
-from cachelayer.aws import ClientFactory
-from cachelayer.plugins import collect_providers, load_plugins, make_plugin_manager
 from cachelayer.providers.ssm import (
     ParameterGroup,
     ParameterName,
@@ -32,16 +27,7 @@ from cachelayer.providers.ssm import (
     ParameterStoreProvider,
 )
 from cachelayer.testing.proxy import Fault, UpstreamProxy
-
-REGION = "us-west-2"
-
-
-@pytest.fixture()
-def proxy(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[UpstreamProxy]:
-    """A counting proxy in front of a clean moto, with AWS_ENDPOINT_URL pointing at it."""
-    with UpstreamProxy(aws) as p:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", p.url)
-        yield p
+from provider_helpers import REGION, assert_imports_without_boto3, configured, entry_point_provider
 
 
 @pytest.fixture()
@@ -52,15 +38,7 @@ def ssm(aws: str) -> Any:
 
 def make_provider(config: Any = None, **factory: Any) -> ParameterStoreProvider:
     """A provider configured with ``config`` and a fresh client factory (one attempt, fast)."""
-    factory.setdefault("max_attempts", 1)
-    provider = ParameterStoreProvider()
-    provider.configure(
-        config,
-        ProviderContext(
-            client=ClientFactory(default_region=REGION, **factory), default_region=REGION
-        ),
-    )
-    return provider
+    return configured(ParameterStoreProvider(), config, **factory)
 
 
 class TestValues:
@@ -358,22 +336,13 @@ class TestErrors:
 class TestPlugin:
     def test_entry_point_provides_the_parameters_route(self) -> None:
         """The `ssm` entry point registers a ParameterStoreProvider on route `parameters`."""
-        pm = make_plugin_manager()
-        broken = load_plugins(pm, allow=["ssm"])
-        registry = collect_providers(pm, broken)
-        info = registry.by_route["parameters"]
-        assert isinstance(info.provider, ParameterStoreProvider)
-        assert info.provider.services == ("ssm",)
-        assert broken == []
+        provider = entry_point_provider("ssm", "parameters")
+        assert isinstance(provider, ParameterStoreProvider)
+        assert provider.services == ("ssm",)
 
     def test_import_does_not_load_boto3(self) -> None:
         """Importing the provider module imports neither boto3 nor botocore."""
-        code = (
-            "import sys, cachelayer.providers.ssm\n"
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')]\n"
-            "assert not bad, bad\n"
-        )
-        subprocess.run([sys.executable, "-c", code], check=True)
+        assert_imports_without_boto3("cachelayer.providers.ssm")
 
     def test_item_built_elsewhere_is_still_fetchable(self, proxy: UpstreamProxy, ssm: Any) -> None:
         """An Item rebuilt from its key (no target) is resolved again when fetched."""

@@ -6,7 +6,7 @@ import http.client
 import socket
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from botocore import exceptions as bce
@@ -14,14 +14,6 @@ from botocore import exceptions as bce
 from cachelayer import TransientError, UpstreamError, UpstreamTimeoutError
 from cachelayer.aws import ClientFactory, translate_errors
 from cachelayer.testing.proxy import Fault, UpstreamProxy
-
-
-@pytest.fixture()
-def proxy(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[UpstreamProxy]:
-    """A proxy in front of a clean moto, with AWS_ENDPOINT_URL pointing at it."""
-    with UpstreamProxy(aws) as p:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", p.url)
-        yield p
 
 
 @pytest.fixture()

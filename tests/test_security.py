@@ -17,30 +17,8 @@ import boto3
 import pytest
 
 from cachelayer.server import compat
+from cachelayer.testing.live import TOKEN_HEADER, live_server
 from cachelayer.testing.moto import aws_environment, free_port
-
-
-def _load_harness() -> Any:
-    # pytest runs with --import-mode=importlib, so test modules cannot import each other; the
-    # live-server harness lives in test_compat.py until it moves into cachelayer.testing.
-    import importlib.util
-
-    name = "_cachelayer_live_harness"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("test_compat.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_harness = _load_harness()
-TOKEN_HEADER = _harness.TOKEN_HEADER
-Live = _harness.Live
-live_server = _harness.live_server
 
 SECRET_STRING = "s3cr3t-Value-7f1c9e"
 SECRET_BINARY = b"\x01binary-s3cr3t-9a8b"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import http.client
 import json
@@ -123,20 +124,29 @@ def request(
     return f"{method} {path} HTTP/{version}\r\nHost: localhost\r\n{tok}{extra}\r\n".encode()
 
 
-def build_app(
+@contextlib.contextmanager
+def serving(
     aws: str,
     tmp_path: Any,
-    env: Optional[Dict[str, str]] = None,
+    env: Optional[Dict[str, Optional[str]]] = None,
     pm: Any = None,
-    config: str = CONFIG,
-) -> Application:
+    **server_args: Any,
+) -> Iterator[Running]:
+    """The application (``CONFIG`` against ``aws``; ``env`` laid over the fake AWS environment,
+    a None value removing the variable) served by a Running server; both stopped after."""
     path = tmp_path / "config.yaml"
-    path.write_text(config)
-    environ = aws_environment(aws)
+    path.write_text(CONFIG)
+    environ: Dict[str, Optional[str]] = dict(aws_environment(aws))
     environ.update(env or {})
-    return Application.from_environment(
+    app = Application.from_environment(
         {k: v for k, v in environ.items() if v is not None}, config_path=str(path), pm=pm
     )
+    running = Running(app, **server_args)
+    try:
+        yield running
+    finally:
+        running.stop()
+        app.close()
 
 
 @pytest.fixture()
@@ -147,11 +157,8 @@ def seeded(aws: str) -> str:
 
 @pytest.fixture()
 def served(seeded: str, tmp_path: Any) -> Iterator[Running]:
-    app = build_app(seeded, tmp_path)
-    running = Running(app)
-    yield running
-    running.stop()
-    app.close()
+    with serving(seeded, tmp_path) as running:
+        yield running
 
 
 def assert_error(resp: Tuple[int, Dict[str, str], bytes], status: int, code: str) -> Dict[str, Any]:
@@ -309,34 +316,20 @@ class TestAuth:
 
     def test_auth_none(self, seeded: str, tmp_path: Any) -> None:
         """CACHE_EXTENSION_AUTH=none serves without a token (the sample's Node code unchanged)."""
-        app = build_app(seeded, tmp_path, env={"CACHE_EXTENSION_AUTH": "none"})
-        running = Running(app)
-        try:
+        with serving(seeded, tmp_path, env={"CACHE_EXTENSION_AUTH": "none"}) as running:
             out = parse_responses(
                 running.raw(request(PARAM, token=None, extra="Connection: close\r\n"))
             )
             assert (out[0][0], out[0][2]) == (200, SAMPLE_PARAMETER_VALUE.encode())
-        finally:
-            running.stop()
-            app.close()
 
     def test_token_auth_without_session_token(
         self, seeded: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Auth on but no AWS_SESSION_TOKEN: every request is 401 with a message saying why."""
         monkeypatch.delenv("AWS_SESSION_TOKEN")
-        path = tmp_path / "config.yaml"
-        path.write_text(CONFIG)
-        environ = aws_environment(seeded)
-        del environ["AWS_SESSION_TOKEN"]
-        app = Application.from_environment(environ, config_path=str(path))
-        running = Running(app)
-        try:
+        with serving(seeded, tmp_path, env={"AWS_SESSION_TOKEN": None}) as running:
             doc = assert_error(running.get(PARAM), 401, "MissingToken")
             assert "AWS_SESSION_TOKEN is not set" in doc["message"]
-        finally:
-            running.stop()
-            app.close()
 
 
 class TestBadRequests:
@@ -491,43 +484,29 @@ async def _many_gets(port: int, path: str, n: int) -> List[bytes]:
 
 class TestUpstream:
     def test_concurrent_misses_make_one_call(
-        self, seeded: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+        self, seeded: str, proxy: UpstreamProxy, tmp_path: Any
     ) -> None:
         """200 concurrent requests for one missing key cause exactly one upstream call."""
-        with UpstreamProxy(seeded) as proxy:
-            monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)  # botocore reads it from os.environ
-            app = build_app(proxy.url, tmp_path)
-            proxy.inject(Fault.delay(0.3), operation="GetParameter")
-            running = Running(app)
-            try:
-                answers = asyncio.run(_many_gets(running.port, PARAM, 200))
-                assert proxy.count("GetParameter") == 1
-            finally:
-                running.stop()
-                app.close()
+        proxy.inject(Fault.delay(0.3), operation="GetParameter")
+        with serving(proxy.url, tmp_path) as running:
+            answers = asyncio.run(_many_gets(running.port, PARAM, 200))
+            assert proxy.count("GetParameter") == 1
         assert all(
             a.startswith(b"HTTP/1.1 200") and a.endswith(SAMPLE_PARAMETER_VALUE.encode())
             for a in answers
         )
 
     def test_concurrent_reads_of_an_expired_key_make_one_call(
-        self, seeded: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+        self, seeded: str, proxy: UpstreamProxy, tmp_path: Any
     ) -> None:
         """200 concurrent requests for one expired key cause exactly one upstream refresh."""
-        with UpstreamProxy(seeded) as proxy:
-            monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-            app = build_app(proxy.url, tmp_path, env={"CACHE_EXTENSION_TTL": "1s"})
-            running = Running(app)
-            try:
-                assert running.get(PARAM)[0] == 200
-                time.sleep(1.1)  # the entry is now expired
-                proxy.reset_counts()
-                proxy.inject(Fault.delay(0.3), operation="GetParameter")
-                answers = asyncio.run(_many_gets(running.port, PARAM, 200))
-                assert proxy.count("GetParameter") == 1
-            finally:
-                running.stop()
-                app.close()
+        with serving(proxy.url, tmp_path, env={"CACHE_EXTENSION_TTL": "1s"}) as running:
+            assert running.get(PARAM)[0] == 200
+            time.sleep(1.1)  # the entry is now expired
+            proxy.reset_counts()
+            proxy.inject(Fault.delay(0.3), operation="GetParameter")
+            answers = asyncio.run(_many_gets(running.port, PARAM, 200))
+            assert proxy.count("GetParameter") == 1
         assert all(
             a.startswith(b"HTTP/1.1 200") and a.endswith(SAMPLE_PARAMETER_VALUE.encode())
             for a in answers
@@ -535,19 +514,12 @@ class TestUpstream:
         assert sum(b"X-Cache: miss" in a for a in answers) == 200
 
     def test_upstream_failure_is_502(
-        self, seeded: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+        self, seeded: str, proxy: UpstreamProxy, tmp_path: Any
     ) -> None:
         """Upstream failing with no cached value is 502 UpstreamUnavailable, not 200."""
-        with UpstreamProxy(seeded) as proxy:
-            monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)  # botocore reads it from os.environ
-            app = build_app(proxy.url, tmp_path)
-            proxy.inject(Fault.server_error(500), operation="GetParameter")
-            running = Running(app)
-            try:
-                assert_error(running.get(PARAM), 502, "UpstreamUnavailable")
-            finally:
-                running.stop()
-                app.close()
+        proxy.inject(Fault.server_error(500), operation="GetParameter")
+        with serving(proxy.url, tmp_path) as running:
+            assert_error(running.get(PARAM), 502, "UpstreamUnavailable")
 
     def test_unexpected_error_is_500_and_generic(
         self, seeded: str, tmp_path: Any, caplog: pytest.LogCaptureFixture
@@ -582,18 +554,13 @@ class TestUpstream:
 
         pm = make_plugin_manager()
         pm.register(Plugin(), name="exploding")
-        app = build_app(seeded, tmp_path, pm=pm)
-        running = Running(app)
-        try:
+        with serving(seeded, tmp_path, pm=pm) as running:
             doc = assert_error(running.get("/exploding?name=boom"), 500, "InternalError")
             assert "secret-ish" not in doc["message"]
             assert "secret-ish detail" in caplog.text  # logged with its traceback
             doc = assert_error(running.get("/exploding?name=x"), 502, "UpstreamError")
             assert "secret-ish" not in doc["message"]
             assert running.get(PARAM)[0] == 200
-        finally:
-            running.stop()
-            app.close()
 
 
 class TestStatusMapping:
@@ -650,9 +617,7 @@ class TestBinding:
 class TestConnectionBounds:
     def test_over_the_limit_gets_503(self, seeded: str, tmp_path: Any) -> None:
         """Connections beyond max_connections are answered 503 and closed; others go on."""
-        app = build_app(seeded, tmp_path)
-        running = Running(app, max_connections=2)
-        try:
+        with serving(seeded, tmp_path, max_connections=2) as running:
             a = socket.create_connection(("127.0.0.1", running.port))
             b = socket.create_connection(("127.0.0.1", running.port))
             time.sleep(0.1)
@@ -662,26 +627,18 @@ class TestConnectionBounds:
             assert read_all(a).startswith(b"HTTP/1.1 200")
             a.close()
             b.close()
-        finally:
-            running.stop()
-            app.close()
 
     def test_idle_and_slow_connections_time_out(self, seeded: str, tmp_path: Any) -> None:
         """An idle connection is closed; a request that never completes gets 408."""
-        app = build_app(seeded, tmp_path)
-        running = Running(app, idle_timeout=1, request_timeout=1)
-        try:
-            with (
-                socket.create_connection(("127.0.0.1", running.port), timeout=5) as idle,
-                socket.create_connection(("127.0.0.1", running.port), timeout=5) as slow,
-            ):
-                slow.sendall(b"GET /-/health HTTP/1.1\r\n")
-                time.sleep(0.2)
-                slow.sendall(b"Host: x\r\n")
-                t0 = time.monotonic()
-                assert read_all(idle) == b""
-                assert read_all(slow).startswith(b"HTTP/1.1 408")
-                assert time.monotonic() - t0 < 4
-        finally:
-            running.stop()
-            app.close()
+        with (
+            serving(seeded, tmp_path, idle_timeout=1, request_timeout=1) as running,
+            socket.create_connection(("127.0.0.1", running.port), timeout=5) as idle,
+            socket.create_connection(("127.0.0.1", running.port), timeout=5) as slow,
+        ):
+            slow.sendall(b"GET /-/health HTTP/1.1\r\n")
+            time.sleep(0.2)
+            slow.sendall(b"Host: x\r\n")
+            t0 = time.monotonic()
+            assert read_all(idle) == b""
+            assert read_all(slow).startswith(b"HTTP/1.1 408")
+            assert time.monotonic() - t0 < 4

@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Union
+from typing import List, Optional, Union
 
 import attrs
 
 from cachelayer import Duration
+from cachelayer.providers._named import check_region, check_ttl, name_checks
 
 __all__ = ["SecretGroup", "SecretName", "SecretsConfig", "SecretsSection"]
 
 
-def _check_name(instance: Any, attribute: Any, value: Any) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{attribute.name} must be a non-empty secret name or ARN, got {value!r}")
-
-
-def _check_ttl(instance: Any, attribute: Any, value: Any) -> None:
-    if value is not None and value < 0:
-        raise ValueError(f"{attribute.name} must not be negative (0 means no caching), got {value}")
-
-
-def _check_region(instance: Any, attribute: Any, value: Any) -> None:
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise ValueError(f"region must be an AWS region such as us-west-2, got {value!r}")
-
-
-def _check_names(instance: Any, attribute: Any, value: Any) -> None:
-    if not value:
-        raise ValueError("names must list at least one secret name or ARN")
-    for entry in value:
-        if isinstance(entry, str):
-            _check_name(instance, attribute, entry)
+_check_name, _check_names = name_checks("secret name or ARN")
 
 
 @attrs.frozen(kw_only=True)
@@ -39,7 +20,7 @@ class SecretName:
     """One declared secret with its own TTL: ``{name: prod/db, ttl: 5m}``."""
 
     name: str = attrs.field(validator=_check_name)
-    ttl: Optional[Duration] = attrs.field(default=None, validator=_check_ttl)
+    ttl: Optional[Duration] = attrs.field(default=None, validator=check_ttl)
 
 
 @attrs.frozen(kw_only=True)
@@ -49,16 +30,16 @@ class SecretGroup:
     ``region`` defaults to the function's region (``AWS_REGION``).
     """
 
-    region: Optional[str] = attrs.field(default=None, validator=_check_region)
+    region: Optional[str] = attrs.field(default=None, validator=check_region)
     names: List[Union[str, SecretName]] = attrs.field(validator=_check_names)
-    ttl: Optional[Duration] = attrs.field(default=None, validator=_check_ttl)
+    ttl: Optional[Duration] = attrs.field(default=None, validator=check_ttl)
 
 
 @attrs.frozen(kw_only=True)
 class SecretsSection:
     """The mapping form of the section, with a section-level TTL: ``{ttl: 15m, groups: [...]}``."""
 
-    ttl: Optional[Duration] = attrs.field(default=None, validator=_check_ttl)
+    ttl: Optional[Duration] = attrs.field(default=None, validator=check_ttl)
     groups: List[SecretGroup] = attrs.field(factory=list)
 
 

@@ -11,15 +11,21 @@ from cachelayer import (
     TEXT,
     BadRequestError,
     CachelayerError,
-    ConfigError,
     Item,
     ProviderContext,
     TransientError,
     UpstreamError,
     Value,
 )
-from cachelayer.aws import classify, classify_code, translate_errors
-from cachelayer.providers.secrets.config import SecretName, SecretsConfig, SecretsSection
+from cachelayer.aws import classify_code, translate_errors
+from cachelayer.providers._named import (
+    Declarations,
+    check_query,
+    client_for,
+    fetch_or_error,
+    target_of,
+)
+from cachelayer.providers.secrets.config import SecretsConfig
 
 __all__ = ["SecretsManagerProvider"]
 
@@ -50,19 +56,6 @@ class SecretTarget:
         return self.version_id is None and self.version_stage is None
 
 
-@attrs.frozen
-class _Declaration:
-    region: Optional[str]
-    ttl: Optional[float]
-
-
-def _first(*ttls: Optional[float]) -> Optional[float]:
-    for ttl in ttls:
-        if ttl is not None:
-            return float(ttl)
-    return None
-
-
 def _value(fields: Mapping[str, Any]) -> Value:
     metadata = {k: v for k, v in fields.items() if k != "ResponseMetadata"}
     if fields.get("SecretString") is not None:
@@ -88,50 +81,20 @@ class SecretsManagerProvider:
     config_schema: ClassVar[Any] = SecretsConfig
 
     _context: Optional[ProviderContext] = None
-    _declarations: Dict[str, _Declaration] = attrs.Factory(dict)
-    _section_ttl: Optional[float] = None
+    _declarations: Declarations = attrs.Factory(Declarations)
 
     def configure(self, config: Optional[SecretsConfig], context: ProviderContext) -> None:
         """Index the declared ids with their region and TTL (item > group > section)."""
-        if config is None:
-            groups, section_ttl = [], None
-        elif isinstance(config, SecretsSection):
-            groups, section_ttl = list(config.groups), config.ttl
-        else:
-            groups, section_ttl = list(config), None
-        declarations: Dict[str, _Declaration] = {}
-        for index, group in enumerate(groups):
-            for entry in group.names:
-                sid = entry.name if isinstance(entry, SecretName) else entry
-                item_ttl = entry.ttl if isinstance(entry, SecretName) else None
-                decl = _Declaration(group.region, _first(item_ttl, group.ttl, section_ttl))
-                previous = declarations.get(sid)
-                if previous is not None and previous != decl:
-                    raise ConfigError(
-                        f"secret {sid!r} is declared twice with different settings (region "
-                        f"{previous.region or 'default'} ttl {previous.ttl} and region "
-                        f"{decl.region or 'default'} ttl {decl.ttl}); declare it once",
-                        key=f"secrets[{index}].names",
-                    )
-                declarations[sid] = decl
+        self._declarations = Declarations.from_config(config, section="secrets", noun="secret")
         self._context = context
-        self._declarations = declarations
-        self._section_ttl = _first(section_ttl)
 
     def declared(self) -> Sequence[Item]:
         """Every declared secret, current version."""
-        return [self.resolve(sid, {}) for sid in self._declarations]
+        return [self.resolve(sid, {}) for sid in self._declarations.names]
 
     def resolve(self, name: str, params: Mapping[str, str]) -> Item:
         """Turn a secret id plus ``versionId`` / ``versionStage`` into an Item."""
-        unknown = sorted(k for k in params if k not in ALLOWED_PARAMS)
-        if unknown:
-            raise BadRequestError(
-                f"unknown query parameter(s) {', '.join(map(repr, unknown))} for /{self.route}; "
-                f"allowed: {', '.join(ALLOWED_PARAMS)}"
-            )
-        if not name:
-            raise BadRequestError(f"/{self.route} needs a non-empty 'name' query parameter")
+        check_query(self.route, name, params, ALLOWED_PARAMS)
         version_id, version_stage = params.get("versionId"), params.get("versionStage")
         if version_id is not None and version_stage is not None:
             raise BadRequestError("give either 'versionId' or 'versionStage', not both")
@@ -146,8 +109,8 @@ class SecretsManagerProvider:
             route=self.route,
             name=name,
             variant=tuple(variant),
-            ttl=decl.ttl if decl else self._section_ttl,
-            target=SecretTarget(decl.region if decl else None, name, version_id, version_stage),
+            ttl=decl.ttl,
+            target=SecretTarget(decl.region, name, version_id, version_stage),
         )
 
     def fetch(self, item: Item) -> Value:
@@ -245,30 +208,16 @@ class SecretsManagerProvider:
         return results
 
     def _fetch_or_error(self, item: Item) -> Union[Value, CachelayerError]:
-        try:
-            return self.fetch(item)
-        except CachelayerError as exc:
-            return exc
+        return fetch_or_error(self.fetch, item)
 
     def _target(self, item: Item) -> SecretTarget:
-        target = item.target
-        if not isinstance(target, SecretTarget):
-            # An Item made elsewhere (e.g. rebuilt from a key): derive it again.
-            target = self.resolve(item.name, dict(item.variant)).target
-        return target
+        return target_of(item, SecretTarget, self.resolve)
 
     def _default_region(self) -> Optional[str]:
         return self._context.default_region if self._context else None
 
     def _client(self, region: Optional[str]) -> Any:
-        if self._context is None:
-            raise UpstreamError("the secrets provider was used before configure() was called")
-        try:
-            return self._context.client("secretsmanager", region)
-        except CachelayerError:
-            raise
-        except Exception as exc:
-            raise classify(exc, service="secretsmanager", operation="client creation") from exc
+        return client_for(self._context, "secretsmanager", region, provider="secrets")
 
 
 def _is_secret(secret_id: str, fields: Mapping[str, Any]) -> bool:

@@ -11,20 +11,20 @@ from cachelayer import (
     TEXT,
     BadRequestError,
     CachelayerError,
-    ConfigError,
     Item,
     NotFoundError,
     ProviderContext,
-    UpstreamError,
     Value,
 )
-from cachelayer.aws import classify, translate_errors
-from cachelayer.providers.ssm.config import (
-    ParameterGroup,
-    ParameterName,
-    ParametersConfig,
-    ParametersSection,
+from cachelayer.aws import translate_errors
+from cachelayer.providers._named import (
+    Declarations,
+    check_query,
+    client_for,
+    fetch_or_error,
+    target_of,
 )
+from cachelayer.providers.ssm.config import ParametersConfig
 
 __all__ = ["ParameterStoreProvider"]
 
@@ -45,27 +45,6 @@ class ParameterTarget:
     decrypt: bool
 
 
-@attrs.frozen
-class _Declaration:
-    region: Optional[str]
-    ttl: Optional[float]
-
-
-def _groups(config: Optional[ParametersConfig]) -> Tuple[List[ParameterGroup], Optional[float]]:
-    if config is None:
-        return [], None
-    if isinstance(config, ParametersSection):
-        return list(config.groups), config.ttl
-    return list(config), None
-
-
-def _first(*ttls: Optional[float]) -> Optional[float]:
-    for ttl in ttls:
-        if ttl is not None:
-            return float(ttl)
-    return None
-
-
 @attrs.define
 class ParameterStoreProvider:
     """Serves SSM Parameter Store parameters: ``GET /parameters?name=<name>``.
@@ -81,45 +60,22 @@ class ParameterStoreProvider:
     config_schema: ClassVar[Any] = ParametersConfig
 
     _context: Optional[ProviderContext] = None
-    _declarations: Dict[str, _Declaration] = attrs.Factory(dict)
-    _section_ttl: Optional[float] = None
+    _declarations: Declarations = attrs.Factory(Declarations)
 
     def configure(self, config: Optional[ParametersConfig], context: ProviderContext) -> None:
         """Index the declared names with their region and TTL (item > group > section)."""
-        groups, section_ttl = _groups(config)
-        declarations: Dict[str, _Declaration] = {}
-        for index, group in enumerate(groups):
-            for entry in group.names:
-                pname = entry.name if isinstance(entry, ParameterName) else entry
-                item_ttl = entry.ttl if isinstance(entry, ParameterName) else None
-                decl = _Declaration(group.region, _first(item_ttl, group.ttl, section_ttl))
-                previous = declarations.get(pname)
-                if previous is not None and previous != decl:
-                    raise ConfigError(
-                        f"parameter {pname!r} is declared twice with different settings "
-                        f"(region {previous.region or 'default'} ttl {previous.ttl} and region "
-                        f"{decl.region or 'default'} ttl {decl.ttl}); declare it once",
-                        key=f"parameters[{index}].names",
-                    )
-                declarations[pname] = decl
+        self._declarations = Declarations.from_config(
+            config, section="parameters", noun="parameter"
+        )
         self._context = context
-        self._declarations = declarations
-        self._section_ttl = _first(section_ttl)
 
     def declared(self) -> Sequence[Item]:
         """Every declared name, with its default variant (latest version, decrypted)."""
-        return [self.resolve(pname, {}) for pname in self._declarations]
+        return [self.resolve(pname, {}) for pname in self._declarations.names]
 
     def resolve(self, name: str, params: Mapping[str, str]) -> Item:
         """Turn ``name`` plus ``version``/``label``/``withDecryption`` into an Item."""
-        unknown = sorted(k for k in params if k not in ALLOWED_PARAMS)
-        if unknown:
-            raise BadRequestError(
-                f"unknown query parameter(s) {', '.join(map(repr, unknown))} for /{self.route}; "
-                f"allowed: {', '.join(ALLOWED_PARAMS)}"
-            )
-        if not name:
-            raise BadRequestError(f"/{self.route} needs a non-empty 'name' query parameter")
+        check_query(self.route, name, params, ALLOWED_PARAMS)
         version, label = params.get("version"), params.get("label")
         if version is not None and label is not None:
             raise BadRequestError("give either 'version' or 'label', not both")
@@ -150,14 +106,12 @@ class ParameterStoreProvider:
                 )
             variant.append(("withDecryption", "false"))
         decl = self._declarations.get(name)
-        region = decl.region if decl else None
-        ttl = decl.ttl if decl else self._section_ttl
         return Item(
             route=self.route,
             name=name,
             variant=tuple(sorted(variant)),
-            ttl=ttl,
-            target=ParameterTarget(region, selector, decrypt),
+            ttl=decl.ttl,
+            target=ParameterTarget(decl.region, selector, decrypt),
         )
 
     def fetch(self, item: Item) -> Value:
@@ -230,30 +184,16 @@ class ParameterStoreProvider:
         return results
 
     def _fetch_or_error(self, item: Item) -> Union[Value, CachelayerError]:
-        try:
-            return self.fetch(item)
-        except CachelayerError as exc:
-            return exc
+        return fetch_or_error(self.fetch, item)
 
     def _target(self, item: Item) -> ParameterTarget:
-        target = item.target
-        if not isinstance(target, ParameterTarget):
-            # An Item made elsewhere (e.g. rebuilt from a key): derive it again.
-            target = self.resolve(item.name, dict(item.variant)).target
-        return target
+        return target_of(item, ParameterTarget, self.resolve)
 
     def _default_region(self) -> Optional[str]:
         return self._context.default_region if self._context else None
 
     def _client(self, region: Optional[str]) -> Any:
-        if self._context is None:
-            raise UpstreamError("the parameters provider was used before configure() was called")
-        try:
-            return self._context.client("ssm", region)
-        except CachelayerError:
-            raise
-        except Exception as exc:
-            raise classify(exc, service="ssm", operation="client creation") from exc
+        return client_for(self._context, "ssm", region, provider="parameters")
 
 
 def _rounds(items: Sequence[Item]) -> List[List[Item]]:
