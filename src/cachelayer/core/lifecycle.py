@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
-
-import attrs
+from typing import Any, Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
 
 EXTENSIONS_PATH = "/2020-01-01/extension"
 
@@ -23,9 +21,12 @@ class ExtensionsApiError(Exception):
         self.error_type = error_type
 
 
-@attrs.frozen
-class Registration:
-    """What ``register`` returns: the identifier and the function described in the body."""
+class Registration(NamedTuple):
+    """What ``register`` returns: the identifier and the function described in the body.
+
+    (A NamedTuple, and no attrs in this module: it is imported before registering, where every
+    millisecond counts toward the function's cold start.)
+    """
 
     identifier: str
     function_name: str
@@ -34,7 +35,6 @@ class Registration:
     account_id: Optional[str] = None
 
 
-@attrs.define
 class ExtensionsClient:
     """Talks to ``http://$AWS_LAMBDA_RUNTIME_API/2020-01-01/extension``.
 
@@ -42,8 +42,12 @@ class ExtensionsClient:
     and a kept-alive connection gains nothing across a freeze.
     """
 
-    runtime_api: str
-    identifier: Optional[str] = None
+    def __init__(self, runtime_api: str, identifier: Optional[str] = None) -> None:
+        self.runtime_api = runtime_api
+        self.identifier = identifier
+
+    def __repr__(self) -> str:
+        return f"ExtensionsClient(runtime_api={self.runtime_api!r}, identifier={self.identifier!r})"
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> ExtensionsClient:

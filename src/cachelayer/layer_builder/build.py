@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
-from cachelayer.layer_builder import archive, prune, wheels
+from cachelayer.layer_builder import archive, bytecode, prune, wheels
 from cachelayer.layer_builder.errors import LayerBuildError
 from cachelayer.layer_builder.installer import Pip, install_args
 from cachelayer.layer_builder.targets import Target
@@ -57,6 +57,8 @@ class BuildRequest:
     requirements: Optional[Path] = None
     keep_services: Tuple[str, ...] = ()
     prune_models: bool = True
+    # None: compile when an interpreter of the target's version is on this machine.
+    compile_bytecode: Optional[bool] = None
 
 
 @attrs.frozen
@@ -185,6 +187,7 @@ class LayerBuilder:
                 f"      kept {len(report.services_kept)} service models, removed "
                 f"{report.services_removed} models and {report.files_removed} other files"
             )
+            self._compile(request, stage, site)
             meta = self._metadata(request, site, found, services)
             (site / METADATA_FILE).write_text(
                 json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8"
@@ -211,6 +214,26 @@ class LayerBuilder:
         )
 
     # -- steps ---------------------------------------------------------------------------
+
+    def _compile(self, request: BuildRequest, stage: Path, site: Path) -> None:
+        if request.compile_bytecode is False:
+            self._progress("      bytecode: not compiled (--no-compile)")
+            return
+        interpreter = bytecode.find_interpreter(request.target)
+        if interpreter is None:
+            message = (
+                f"no python{request.target.python_version} on this machine to compile bytecode "
+                f"for {request.target.runtime}"
+            )
+            if request.compile_bytecode:
+                raise LayerBuildError(message + "; install it or drop --compile")
+            self._progress(
+                f"      bytecode: skipped, {message}: each cold start will compile the "
+                "packages (about 0.35 s of init)"
+            )
+            return
+        self._progress(f"      bytecode: compiling for {request.target.runtime} with {interpreter}")
+        bytecode.compile_tree(stage, site, interpreter, self._environ)
 
     def _check_inputs(self, request: BuildRequest) -> None:
         if request.requirements is not None and not request.requirements.is_file():

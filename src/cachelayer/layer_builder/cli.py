@@ -75,6 +75,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="keep every botocore service model",
     )
     build.add_argument(
+        "--compile",
+        dest="compile_bytecode",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ship .pyc files for the target Python (halves the extension's cold start); "
+        "default: when a python of the target's version is on this machine",
+    )
+    build.add_argument(
         "-o",
         "--output",
         required=True,
@@ -119,6 +127,7 @@ def run_build(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = 
             requirements=args.requirements,
             keep_services=tuple(args.keep_services),
             prune_models=args.prune_models,
+            compile_bytecode=args.compile_bytecode,
         )
         result = LayerBuilder(progress).build(request)
     except LayerBuildError as exc:
