@@ -50,11 +50,11 @@ def _encode(value: Mapping[str, Any], out: List[str]) -> None:
     elif tag == "B":
         out.append(json.dumps(_b64(data)))
     elif tag == "SS":
-        out.append(json.dumps(list(data), ensure_ascii=False))
+        out.append(json.dumps(list(data), ensure_ascii=False, separators=(",", ":")))
     elif tag == "NS":
         out.append("[" + ",".join(json_number(n) for n in data) + "]")
     elif tag == "BS":
-        out.append(json.dumps([_b64(b) for b in data]))
+        out.append(json.dumps([_b64(b) for b in data], separators=(",", ":")))
     elif tag == "L":
         out.append("[")
         for index, element in enumerate(data):
