@@ -301,6 +301,21 @@ class TestAuth:
             out = parse_responses(s.recv(65536))
         assert [st for st, _, _ in out] == [200, 200, 200, 403]
 
+    def test_remembered_bytes_after_a_partial_request_are_parsed(self, served: Running) -> None:
+        """A remembered request's bytes arriving while the parser holds part of another message
+        are parsed as the continuation they are (here: a malformed header, 400), not served."""
+        with socket.create_connection(("127.0.0.1", served.port), timeout=5) as s:
+            for _ in range(3):  # miss, hit, hit whose bytes are remembered
+                s.sendall(request(PARAM))
+                time.sleep(0.05)
+            # One whole request and the start of the next in one chunk, then the remembered bytes.
+            s.sendall(request(PARAM) + b"GET /parameters?name=x HTTP/1.1\r\nHo")
+            time.sleep(0.05)
+            s.sendall(request(PARAM))
+            time.sleep(0.3)
+            out = parse_responses(read_all(s))
+        assert [st for st, _, _ in out] == [200, 200, 200, 200, 400]
+
     def test_forwarded_request_refused(self, served: Running) -> None:
         """X-Forwarded-For is refused even with a valid token."""
         assert_error(

@@ -186,7 +186,9 @@ class HttpConnection(asyncio.Protocol):
         if self._closing:
             return
         self._last_tick = self._server.tick
-        clean = not self._bytes_pending
+        # Between messages: nothing buffered, and every message the parser began is complete
+        # (the memo path below counts its requests on both sides).
+        clean = not self._bytes_pending and self._begun == self._nreq
         if clean and not self._queue:
             # A chunk identical to a request already parsed, checked and answered from the
             # hit path (same URL, same token, same headers) gets the same verdict: skip the
@@ -206,6 +208,7 @@ class HttpConnection(asyncio.Protocol):
                         memo[3] = age
                         memo[4] = remaining
                     self._nreq += 1
+                    self._begun += 1
                     self._transport.write(memo[5])
                     return
         before = self._nreq
