@@ -220,5 +220,7 @@ class TestDemo:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert "through cachelayer" in done.stdout and "boto3 every call" in done.stdout
         assert "MyParameter   X-Cache: hit" in done.stdout
+        assert '"count":12345678901234567890.125' in done.stdout  # exact digits, end to end
+        assert "werkzeug" not in done.stdout + done.stderr
         assert "Init Duration" in done.stdout
         assert "MySecret" not in done.stdout  # the demo never prints the secret itself

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import statistics
 import sys
 import tempfile
@@ -47,6 +48,8 @@ def run_demo(invocations: int = 10, out: Any = None) -> int:
     from cachelayer.testing.sample import SAMPLE_CONFIG_YAML, seed_sample
 
     out = out or sys.stdout
+    # moto's web server logs every request at INFO; the demo's output is the table.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     say = lambda text="": print(text, file=out, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="cachelayer-demo-") as tmp, moto_server() as endpoint:
         say(f"moto (AWS) on {endpoint}: seeding the sample's table, parameter and secret")
