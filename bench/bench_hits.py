@@ -302,7 +302,9 @@ def report(results: Dict[str, Dict[int, Dict[str, float]]], conns: Sequence[int]
         if c != max(conns):
             # At low concurrency on an idle VM, most of each request's CPU is the wake-up from
             # idle (epoll, scheduler), the same for any server: shown, but judged under load.
-            print(f"server CPU per hit at {c:>2} conn: {ours[c]['cpu_us']:.1f} us{cpu_ratio} (not judged)")
+            print(
+                f"server CPU per hit at {c:>2} conn: {ours[c]['cpu_us']:.1f} us{cpu_ratio} (not judged)"
+            )
             continue
         cpu_ok = ours[c]["cpu_us"] <= TARGET_CPU_US
         ok = ok and cpu_ok

@@ -12,4 +12,4 @@ for pkg in contrib/cachelayer-s3 contrib/cachelayer-appconfig; do
     [ -f "$pkg/pyproject.toml" ] && extras="$extras -e $pkg"
 done
 # shellcheck disable=SC2086  # $extras is a list of arguments on purpose
-.venv/bin/python -m pip install --quiet -e '.[test]' $extras
+.venv/bin/python -m pip install --quiet -e '.[dev]' $extras

@@ -7,5 +7,9 @@ paths="tests"
 for pkg in contrib/cachelayer-s3 contrib/cachelayer-appconfig; do
     [ -d "$pkg/tests" ] && paths="$paths $pkg/tests"
 done
+# Lint and types first: quick, and a failure there is as real as a failing test.
+.venv/bin/ruff check src tests bench contrib
+.venv/bin/ruff format --check --quiet src tests bench contrib
+.venv/bin/mypy
 # shellcheck disable=SC2086
 exec .venv/bin/python -m pytest $paths "$@"

@@ -76,7 +76,6 @@ class TestCheckConfig:
         assert done.returncode == 2
         assert "CACHE_EXTENSION_TTL" in done.stderr and "Traceback" not in done.stderr
 
-
     def test_every_config_example_in_the_readme_is_valid(self, tmp_path: Path) -> None:
         """The README's YAML examples pass check-config as written."""
         import re

@@ -105,7 +105,7 @@ _NOWHERE = "<no file>"  # the mark of the synthetic empty mapping, which has no 
 
 
 def _empty_mapping() -> MappingNode:
-    mark = yaml.Mark(_NOWHERE, 0, 0, 0, None, None)
+    mark = yaml.Mark(_NOWHERE, 0, 0, 0, None, None)  # type: ignore[arg-type]  # PyYAML allows None buffer/pointer
     return MappingNode("tag:yaml.org,2002:map", [], start_mark=mark, end_mark=mark)
 
 
@@ -363,7 +363,7 @@ def _mapping_items(node: MappingNode, ctx: _Ctx) -> List[Tuple[str, Node, Node]]
     """The (key text, key node, value node) of a mapping; keys must be unique scalars."""
     _flatten(node, ctx)
     seen: Dict[str, Node] = {}
-    items = []
+    items: List[Tuple[str, Node, Node]] = []
     for knode, vnode in node.value:
         if not isinstance(knode, ScalarNode) or _is_null(knode):
             raise ctx.error(
@@ -622,21 +622,22 @@ def _structure_scalar(node: Node, tp: type, ctx: _Ctx) -> Any:
         )
     if issubclass(tp, float):
         try:
+            number: float
             if node.tag == _INT:
-                value = float(SafeConstructor().construct_yaml_int(node))
+                number = float(SafeConstructor().construct_yaml_int(node))
             elif node.tag == _FLOAT:
-                value = float(SafeConstructor().construct_yaml_float(node))
+                number = float(SafeConstructor().construct_yaml_float(node))
             elif node.tag == _STR:
-                value = float(text)
+                number = float(text)
             else:
                 raise ValueError(text)
         except ValueError:
             raise ctx.error(
                 node, f"expected a number, got {_shorten(text)!r}; write e.g. 0.5 or 10"
             ) from None
-        if not math.isfinite(value):
+        if not math.isfinite(number):
             raise ctx.error(node, f"expected a finite number, got {_shorten(text)!r}")
-        return tp(value)
+        return tp(number)
     if issubclass(tp, str):
         # The raw text, so '0123' stays '0123' and '1.50' keeps its digits.
         return tp(text)

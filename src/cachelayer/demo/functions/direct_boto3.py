@@ -10,4 +10,7 @@ client = boto3.client("secretsmanager")
 def handler(event, context):
     started = time.perf_counter()
     value = client.get_secret_value(SecretId="secret_info")["SecretString"]
-    return {"values": {"secret": value}, "read_ms": {"secret": (time.perf_counter() - started) * 1000}}
+    return {
+        "values": {"secret": value},
+        "read_ms": {"secret": (time.perf_counter() - started) * 1000},
+    }

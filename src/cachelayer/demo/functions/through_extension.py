@@ -17,7 +17,9 @@ def handler(event, context):
     values, cache, took = {}, {}, {}
     for key, path in READS.items():
         started = time.perf_counter()
-        request = urllib.request.Request(BASE + path, headers={"X-Aws-Parameters-Secrets-Token": token})
+        request = urllib.request.Request(
+            BASE + path, headers={"X-Aws-Parameters-Secrets-Token": token}
+        )
         with urllib.request.urlopen(request, timeout=5) as response:
             # The item's JSON is kept as text: its numbers carry DynamoDB's exact digits, which
             # a float would round.
