@@ -82,13 +82,14 @@ class _EventPump:
             except BaseException as exc:  # the API vanished: the loop decides what to do
                 self._loop.call_soon_threadsafe(self.events.put_nowait, exc)
                 return
-            if str(event.get("eventType", "")).upper() == "INVOKE":
+            kind = str(event.get("eventType", "")).upper()
+            if kind == "INVOKE":
                 done = threading.Event()
                 self._loop.call_soon_threadsafe(self._invoke, event, done)
                 done.wait()
                 continue
             self._loop.call_soon_threadsafe(self.events.put_nowait, event)
-            if str(event.get("eventType", "")).upper() == "SHUTDOWN":
+            if kind == "SHUTDOWN":
                 return
 
     def _invoke(self, event: Dict[str, Any], done: threading.Event) -> None:

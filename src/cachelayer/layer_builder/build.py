@@ -103,6 +103,19 @@ def _dist_info_dir(wheel: Path) -> str:
     raise LayerBuildError(f"{wheel}: not a wheel (no .dist-info directory inside)")
 
 
+def _sizes(stage: Path, zipped: Path) -> Sizes:
+    """What the layer staged at ``stage`` and zipped to ``zipped`` weighs."""
+    return Sizes(zipped=zipped.stat().st_size, unzipped=archive.tree_size(stage))
+
+
+def _distributions(site: Path) -> Dict[str, metadata.Distribution]:
+    """The distributions installed in ``site``, by normalised project name."""
+    return {
+        wheels.normalize_name(d.metadata["Name"]): d
+        for d in metadata.distributions(path=[str(site)])
+    }
+
+
 def load_launcher() -> str:
     """The launcher script shipped as package data next to this module."""
     try:
@@ -197,7 +210,7 @@ class LayerBuilder:
             date_time = archive.zip_timestamp(self._environ)
             zipped = work / "layer.zip"
             archive.write_zip(stage, zipped, date_time=date_time)
-            after = Sizes(zipped=zipped.stat().st_size, unzipped=archive.tree_size(stage))
+            after = _sizes(stage, zipped)
             digest = archive.sha256_of(zipped)
 
             self._progress("[6/6] checking Lambda's limits and writing " + str(request.output))
@@ -290,10 +303,7 @@ class LayerBuilder:
 
     def _installed(self, site: Path, names: Sequence[str]) -> List[metadata.Distribution]:
         """The installed distributions of the ``--with`` packages, by project name."""
-        installed = {
-            wheels.normalize_name(d.metadata["Name"]): d
-            for d in metadata.distributions(path=[str(site)])
-        }
+        installed = _distributions(site)
         found = []
         for name in names:
             if name not in installed:
@@ -326,7 +336,7 @@ class LayerBuilder:
 
     def _measure(self, stage: Path, scratch: Path) -> Sizes:
         archive.write_zip(stage, scratch)
-        sizes = Sizes(zipped=scratch.stat().st_size, unzipped=archive.tree_size(stage))
+        sizes = _sizes(stage, scratch)
         scratch.unlink()
         return sizes
 
@@ -385,10 +395,7 @@ class LayerBuilder:
     def _metadata(
         self, request: BuildRequest, site: Path, found: Mapping[str, Any], services: Sequence[str]
     ) -> Dict[str, Any]:
-        packages = {
-            wheels.normalize_name(d.metadata["Name"]): d.version
-            for d in metadata.distributions(path=[str(site)])
-        }
+        packages = {name: d.version for name, d in _distributions(site).items()}
         return {
             "format": 1,
             "extension": EXTENSION_NAME,

@@ -113,7 +113,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_build(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Handle ``cachelayer layer build``; progress on ``err``, the summary on ``out``."""
-    from cachelayer.layer_builder.build import BuildRequest, LayerBuilder
+    from cachelayer.layer_builder.build import MAX_UNZIPPED, MAX_ZIPPED, BuildRequest, LayerBuilder
 
     def progress(line: str) -> None:
         print(line, file=err, flush=True)
@@ -145,7 +145,11 @@ def run_build(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = 
             archive.human_size(result.after.zipped),
             archive.human_size(result.after.unzipped),
         ],
-        ["Lambda limit", "50.0 MiB (direct upload)", "250.0 MiB (function + layers)"],
+        [
+            "Lambda limit",
+            f"{archive.human_size(MAX_ZIPPED)} (direct upload)",
+            f"{archive.human_size(MAX_UNZIPPED)} (function + layers)",
+        ],
     ]
     print(
         f"built {result.output} for {target.runtime} {target.arch} in {result.seconds:.1f} s",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
 import uuid
 from collections import deque
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Deque, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
@@ -394,6 +396,23 @@ class Sandbox:
         self.cond.notify_all()
 
 
+def read_body(headers: Message, rfile: io.BufferedIOBase) -> bytes:
+    """The body of a request whose ``headers`` were just read from ``rfile``: chunked
+    (``Transfer-Encoding``) or ``Content-Length`` bytes (none when neither is given)."""
+    if "chunked" in headers.get("Transfer-Encoding", "").lower():
+        chunks: List[bytes] = []
+        while True:
+            size = int(rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                # Trailers end with an empty line.
+                while rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(chunks)
+            chunks.append(rfile.read(size))
+            rfile.readline()
+    return rfile.read(int(headers.get("Content-Length") or 0))
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body go out in two writes; with Nagle's algorithm the second waits for the
@@ -405,22 +424,8 @@ class _Handler(BaseHTTPRequestHandler):
         # The processes' own logs tell the story; per-request lines would drown them.
         return
 
-    def _body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks: List[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    # Trailers end with an empty line.
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
     def _serve(self, method: str) -> None:
-        body = self._body()
+        body = read_body(self.headers, self.rfile)
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, out_headers, out_body = self.server.sandbox.dispatch(
             method, self.path, headers, body

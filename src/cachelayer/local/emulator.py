@@ -235,13 +235,18 @@ class LocalLambda:
     def runtime_api(self) -> str:
         return self.server.address
 
-    def function_environment(self) -> Dict[str, str]:
-        """The variables the runtime gets (Lambda's defaults, then the caller's ``env``)."""
-        region = (
+    @property
+    def region(self) -> str:
+        """The function's region: the caller's ``AWS_REGION`` or ``AWS_DEFAULT_REGION``."""
+        return (
             self._user_env.get("AWS_REGION")
             or self._user_env.get("AWS_DEFAULT_REGION")
             or "us-east-1"
         )
+
+    def function_environment(self) -> Dict[str, str]:
+        """The variables the runtime gets (Lambda's defaults, then the caller's ``env``)."""
+        region = self.region
         env = {k: os.environ[k] for k in PASSED_FROM_HOST if k in os.environ}
         env.update(
             {
@@ -356,7 +361,7 @@ class LocalLambda:
         """
         self._signal(signal.SIGSTOP)
         deadline = time.monotonic() + 1.0
-        pending = [p for p in self._alive()]
+        pending = self._alive()
         while pending and time.monotonic() < deadline:
             pending = [
                 p
@@ -575,8 +580,7 @@ class LocalLambda:
                 )
         init_ms, self._pending_init_duration = self._pending_init_duration, None
         payload = event if isinstance(event, bytes) else json.dumps(event).encode()
-        region = self.function_environment()["AWS_REGION"]
-        arn = f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{self.function_name}"
+        arn = f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{self.function_name}"
         started = time.monotonic()
         deadline_ms = _epoch_ms() + int(self.timeout_s * 1000)
         trace_id = _trace_id()
@@ -598,19 +602,18 @@ class LocalLambda:
                 )
                 self.sandbox.deliver_to_runtime(inv)
 
+                # The invocation ends (and its duration with it) only when the runtime and
+                # every extension are back in /next: only then may the environment freeze.
                 def finished() -> bool:
                     self._check_exits()
-                    return inv.answered and self.sandbox.extensions_idle()
+                    return (
+                        inv.answered
+                        and self.sandbox.runtime_idle()
+                        and self.sandbox.extensions_idle()
+                    )
 
                 self._wait(finished, self.timeout_s, self._who_is_busy)
                 ended = time.monotonic()
-
-                # The runtime's own /next comes right after its answer; freeze only after it.
-                def runtime_back() -> bool:
-                    self._check_exits()
-                    return self.sandbox.runtime_idle()
-
-                self._wait(runtime_back, 1.0, self._who_is_busy)
                 self.sandbox.phase = "ready"
         except _Failure as failure:
             duration = (time.monotonic() - started) * 1000
@@ -752,7 +755,12 @@ class LocalLambda:
             shutil.rmtree(self.log_dir, ignore_errors=True)
 
     def __enter__(self) -> LocalLambda:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            # __exit__ is not called when __enter__ raises: stop what start() left running.
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,6 +16,8 @@ from typing import Any, Counter, Dict, List, Optional, Tuple
 
 import attrs
 
+from cachelayer.local.api import read_body
+
 __all__ = ["Fault", "UpstreamProxy"]
 
 # Headers that describe one hop, not the message; never relayed.
@@ -125,21 +127,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if self._upstream is not None:
                 self._upstream.close()
 
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks: List[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
     def _handle(self) -> None:
-        body = self._read_body()
+        body = read_body(self.headers, self.rfile)
         service, operation = _operation_of(self.command, self.headers, self.path, body)
         fault = self.server.proxy._record(service, operation)
         if fault is not None:
