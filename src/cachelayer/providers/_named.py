@@ -34,7 +34,7 @@ from cachelayer import (
     UpstreamError,
     Value,
 )
-from cachelayer.aws import classify
+from cachelayer.aws import translate_errors
 
 __all__ = [
     "Declaration",
@@ -197,12 +197,8 @@ def client_for(
     """The context's ``service`` client for ``region``; failures as cachelayer errors."""
     if context is None:
         raise UpstreamError(f"the {provider} provider was used before configure() was called")
-    try:
+    with translate_errors(service=service, operation="client creation"):
         return context.client(service, region)
-    except CachelayerError:
-        raise
-    except Exception as exc:
-        raise classify(exc, service=service, operation="client creation") from exc
 
 
 def fetch_or_error(fetch: Callable[[Item], Value], item: Item) -> Union[Value, CachelayerError]:

@@ -10,6 +10,7 @@ from typing import Any, List, Literal, Optional, Union
 import attrs
 
 from cachelayer import Duration
+from cachelayer.providers._named import check_region, check_ttl
 
 __all__ = ["DynamoDbConfig", "DynamoDbSection", "DynamoItem", "KeyType", "check_key_value"]
 
@@ -47,11 +48,6 @@ def _key_type(instance: Any, attribute: Any, value: Any) -> None:
         raise ValueError(f"{attribute.name} must be S, N or B, got {value!r}")
 
 
-def _check_ttl(instance: Any, attribute: Any, value: Any) -> None:
-    if value is not None and value < 0:
-        raise ValueError(f"{attribute.name} must not be negative (0 means no caching), got {value}")
-
-
 @attrs.frozen(kw_only=True)
 class DynamoItem:
     """One declared item, with the sample's keys.
@@ -70,8 +66,8 @@ class DynamoItem:
     sortkeyvalue: Optional[str] = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str))
     )
-    region: Optional[str] = attrs.field(default=None, validator=_optional_non_empty)
-    ttl: Optional[Duration] = attrs.field(default=None, validator=_check_ttl)
+    region: Optional[str] = attrs.field(default=None, validator=check_region)
+    ttl: Optional[Duration] = attrs.field(default=None, validator=check_ttl)
 
     def __attrs_post_init__(self) -> None:
         check_key_value(self.hashkeytype, self.hashkeyvalue, f"hashkeyvalue of table {self.table}")
@@ -101,7 +97,7 @@ class DynamoItem:
 class DynamoDbSection:
     """The mapping form of the section, with a section-level TTL: ``{ttl: 5m, items: [...]}``."""
 
-    ttl: Optional[Duration] = attrs.field(default=None, validator=_check_ttl)
+    ttl: Optional[Duration] = attrs.field(default=None, validator=check_ttl)
     items: List[DynamoItem] = attrs.field(factory=list)
 
 

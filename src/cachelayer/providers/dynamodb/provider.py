@@ -18,10 +18,10 @@ from cachelayer import (
     NotFoundError,
     ProviderContext,
     TransientError,
-    UpstreamError,
     Value,
 )
-from cachelayer.aws import classify, translate_errors
+from cachelayer.aws import translate_errors
+from cachelayer.providers._named import client_for, target_of
 from cachelayer.providers.dynamodb.config import (
     DynamoDbConfig,
     DynamoDbSection,
@@ -110,6 +110,7 @@ class DynamoDbProvider:
     sleep: Callable[[float], None] = time.sleep
     _context: Optional[ProviderContext] = None
     _declared: Dict[str, Item] = attrs.Factory(dict)
+    # Longest table name first, so resolve's prefix match prefers "orders-archive" to "orders".
     _hash_only_tables: Dict[str, DynamoItem] = attrs.Factory(dict)
     _section_ttl: Optional[float] = None
 
@@ -147,7 +148,9 @@ class DynamoDbProvider:
             )
         self._context = context
         self._declared = declared
-        self._hash_only_tables = hash_only
+        self._hash_only_tables = {
+            table: hash_only[table] for table in sorted(hash_only, key=len, reverse=True)
+        }
 
     def declared(self) -> Sequence[Item]:
         """Every declared item."""
@@ -166,10 +169,9 @@ class DynamoDbProvider:
         item = self._declared.get(name)
         if item is not None:
             return item
-        # Longest table first: tables may contain '-' ("orders" and "orders-archive").
-        for table in sorted(self._hash_only_tables, key=len, reverse=True):
+        # Longest table first (configure's order): tables may contain '-' ("orders-archive").
+        for table, entry in self._hash_only_tables.items():
             if name.startswith(table + "-") and len(name) > len(table) + 1:
-                entry = self._hash_only_tables[table]
                 value = name[len(table) + 1 :]
                 try:
                     check_key_value(
@@ -230,7 +232,7 @@ class DynamoDbProvider:
         groups: Dict[Tuple[Optional[str], str], Dict[CanonicalKey, List[Item]]] = {}
         for item in items:
             target = self._target(item)
-            region = target.region or (self._context.default_region if self._context else None)
+            region = target.region or self._default_region()
             keys = groups.setdefault((region, target.table), {})
             # Two names for one key ("t-1.5", "t-1.50") share one request key: no duplicates.
             keys.setdefault(target.canonical(), []).append(item)
@@ -301,18 +303,10 @@ class DynamoDbProvider:
         return outcome
 
     def _target(self, item: Item) -> DynamoTarget:
-        target = item.target
-        if not isinstance(target, DynamoTarget):
-            # An Item made elsewhere (e.g. rebuilt from a key): derive it again.
-            target = self.resolve(item.name, {}).target
-        return target
+        return target_of(item, DynamoTarget, self.resolve)
+
+    def _default_region(self) -> Optional[str]:
+        return self._context.default_region if self._context else None
 
     def _client(self, region: Optional[str]) -> Any:
-        if self._context is None:
-            raise UpstreamError("the dynamodb provider was used before configure() was called")
-        try:
-            return self._context.client("dynamodb", region)
-        except CachelayerError:
-            raise
-        except Exception as exc:
-            raise classify(exc, service="dynamodb", operation="client creation") from exc
+        return client_for(self._context, "dynamodb", region, provider="dynamodb")
