@@ -64,12 +64,6 @@ def make_plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
-def _split(value: Optional[str]) -> Optional[List[str]]:
-    if value is None:
-        return None
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
 def load_plugins(
     pm: pluggy.PluginManager,
     *,
@@ -83,13 +77,14 @@ def load_plugins(
     by entry-point name (``CACHE_EXTENSION_PLUGINS`` / ``CACHE_EXTENSION_DISABLE_PLUGINS``).
     """
     allowed = set(allow) if allow is not None else None
+    denied = set(deny)
     broken: List[BrokenPlugin] = []
     seen = set()
     for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
         if ep.name in seen:  # the same distribution visible twice on sys.path
             continue
         seen.add(ep.name)
-        if ep.name in set(deny) or (allowed is not None and ep.name not in allowed):
+        if ep.name in denied or (allowed is not None and ep.name not in allowed):
             pm.set_blocked(ep.name)
             log.info("plugin %r disabled by configuration", ep.name)
             continue

@@ -16,7 +16,6 @@ from typing import (
     Dict,
     Iterable,
     List,
-    Literal,
     Mapping,
     NamedTuple,
     Optional,
@@ -33,7 +32,6 @@ from cachelayer.provider import Item, Provider, SupportsFetchMany, SupportsRefre
 
 log = logging.getLogger("cachelayer.cache")
 
-State = Literal["hit", "miss", "stale"]
 Key = Tuple[str, str, Tuple[Tuple[str, str], ...]]
 
 # Backoff between retries of a failing key while its stale value is served.
@@ -184,7 +182,9 @@ class Cache:
                 if entry.value is None:
                     stats.negative_hits += 1
                     assert entry.error is not None
-                    raise entry.error
+                    # Re-raising one stored instance would chain every raise's frames onto
+                    # its traceback: it would grow with each negative hit.
+                    raise entry.error.with_traceback(None)
                 entry.read_since_refresh = True
                 stats.hits += 1
                 return Lookup(entry.value, "hit", now - entry.fetched_at, entry.expires_at - now)
@@ -239,18 +239,24 @@ class Cache:
             "fetching %s %r from upstream (%s)",
             item.route,
             item.name,
-            "refresh" if previous else "miss",
+            "refresh" if previous is not None else "miss",
         )
         if previous is not None and isinstance(provider, SupportsRefresh):
-            call = loop.run_in_executor(
-                self._executor, self._call_provider, provider.refresh, item.route, item, previous
-            )
+            call = self._run(provider.refresh, item.route, item, previous)
         else:
-            call = loop.run_in_executor(
-                self._executor, self._call_provider, provider.fetch, item.route, item
-            )
+            call = self._run(provider.fetch, item.route, item)
         call.add_done_callback(done)
         return future
+
+    def _run(self, fn: Callable[..., Any], route: str, *args: Any) -> asyncio.Future[Any]:
+        """Call a provider method in a worker thread, its AWS calls counted for ``route``."""
+        # Create the route's counters here, on the loop's thread: the worker only increments
+        # them, so it never inserts into the dict while ``stats()`` iterates it.
+        if route not in self._stats:
+            self._stats[route] = RouteStats()
+        return asyncio.get_running_loop().run_in_executor(
+            self._executor, self._call_provider, fn, route, *args
+        )
 
     def _call_provider(self, fn: Callable[..., Any], route: str, *args: Any) -> Any:
         _current.route = route
@@ -328,9 +334,9 @@ class Cache:
         self._entries[key] = entry
         self._bytes += entry.size
         while len(self._entries) > self.policy.max_entries or self._bytes > self.policy.max_bytes:
-            old_key, old = self._entries.popitem(last=False)
+            _, old = self._entries.popitem(last=False)
             self._bytes -= old.size
-            self._stats[old_key[0]].evictions += 1
+            old.stats.evictions += 1
 
     def _drop(self, key: Key) -> None:
         old = self._entries.pop(key, None)
@@ -368,7 +374,7 @@ class Cache:
             if entry.failures and now < entry.retry_at:
                 continue
             entry.read_since_refresh = False
-            self._stats[key[0]].refreshes_ahead += 1
+            entry.stats.refreshes_ahead += 1
             self._spawn(self._start_fetch(entry.provider, entry.item))
             started += 1
         return started
@@ -379,17 +385,10 @@ class Cache:
         Failures are logged per item and reported; those items are fetched again on demand.
         """
         started = time.monotonic()
-        loop = asyncio.get_running_loop()
         results: Dict[Item, Union[Value, Exception]] = {}
         if items and isinstance(provider, SupportsFetchMany):
             try:
-                got = await loop.run_in_executor(
-                    self._executor,
-                    self._call_provider,
-                    provider.fetch_many,
-                    items[0].route,
-                    list(items),
-                )
+                got = await self._run(provider.fetch_many, items[0].route, list(items))
                 results.update(got)
             except Exception as exc:  # the whole batch failed: fall back to one by one
                 # (Not BaseException: a cancelled prefetch, e.g. out of init time, must stop.)
@@ -405,9 +404,7 @@ class Cache:
             async def one(item: Item) -> None:
                 async with gate:
                     try:
-                        results[item] = await loop.run_in_executor(
-                            self._executor, self._call_provider, provider.fetch, item.route, item
-                        )
+                        results[item] = await self._run(provider.fetch, item.route, item)
                     except Exception as exc:
                         results[item] = exc
 
@@ -416,7 +413,6 @@ class Cache:
         fetched = 0
         for item in items:
             result = results.get(item)
-            stats = self._stats[item.route]
             if isinstance(result, Value):
                 self._store(provider, item, result)
                 fetched += 1
@@ -424,7 +420,7 @@ class Cache:
             if isinstance(result, NotFoundError):
                 self._remember_not_found(provider, item, result, self._clock())
             else:
-                stats.upstream_errors += 1
+                self._stats[item.route].upstream_errors += 1
             reason = str(result) if isinstance(result, CachelayerError) else type(result).__name__
             failed[item.key] = reason
             log.warning(
@@ -439,10 +435,11 @@ class Cache:
 
     def count_upstream_call(self, route: Optional[str]) -> None:
         """Count one AWS request made on behalf of ``route`` (called from worker threads)."""
-        if route is None:
+        stats = self._stats.get(route) if route is not None else None
+        if stats is None:  # not a provider call started by ``_run``
             return
         with self._lock:
-            self._stats[route].upstream_calls += 1
+            stats.upstream_calls += 1
 
     def invalidate(self, route: Optional[str] = None, name: Optional[str] = None) -> int:
         """Drop one entry (route+name, all variants), a route, or everything; return how many."""

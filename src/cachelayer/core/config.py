@@ -779,23 +779,13 @@ def _env_port(name: str, raw: str) -> int:
     return int(text)
 
 
-def _env_seconds(name: str, raw: str) -> float:
+def _env_whole(name: str, raw: str, what: str, unit: str, example: int) -> int:
+    """A whole number, 0 or more, from the AWS extension's variables (TTLs, cache size)."""
     text = raw.strip()
     if not _INT_RE.match(text) or int(text) < 0:
         raise ConfigError(
-            f"invalid TTL {_shorten(raw)!r}; write a whole number of seconds, 0 or more "
-            "(0 disables caching), e.g. 300",
-            source=name,
-        )
-    return float(int(text))
-
-
-def _env_count(name: str, raw: str) -> int:
-    text = raw.strip()
-    if not _INT_RE.match(text) or int(text) < 0:
-        raise ConfigError(
-            f"invalid cache size {_shorten(raw)!r}; write a whole number of entries, 0 or more "
-            "(0 disables caching), e.g. 1000",
+            f"invalid {what} {_shorten(raw)!r}; write a whole number of {unit}, 0 or more "
+            f"(0 disables caching), e.g. {example}",
             source=name,
         )
     return int(text)
@@ -813,10 +803,10 @@ def _env_choice(name: str, raw: str, choices: Mapping[str, str]) -> str:
 
 def _env_warnings(environ: Mapping[str, str]) -> List[str]:
     warnings = []
+    # Compare what follows the prefix, which all names share and would make any match.
+    suffixes = [k[len(_PREFIX) :] for k in KNOWN_ENV]
     for name in sorted(environ):
         if name.startswith(_PREFIX) and name not in KNOWN_ENV:
-            # Compare what follows the prefix, which all names share and would make any match.
-            suffixes = [k[len(_PREFIX) :] for k in KNOWN_ENV]
             close = difflib.get_close_matches(name[len(_PREFIX) :], suffixes, n=1, cutoff=0.7)
             hint = f"; did you mean {_PREFIX}{close[0]}?" if close else ""
             warnings.append(
@@ -843,18 +833,19 @@ def _structure_sections(
     source: str,
     schemas: Mapping[str, Any],
     broken: Mapping[str, str],
-) -> Tuple[Optional[CacheSettings], Optional[MappingNode], Dict[str, Any]]:
+) -> Tuple[Optional[CacheSettings], bool, Dict[str, Any]]:
+    """``(cache, whether cache.max_entries is written in the file, provider sections)``."""
     ctx = _Ctx(source, "")
     cache: Optional[CacheSettings] = None
-    cache_node: Optional[MappingNode] = None
+    sets_max = False
     sections: Dict[str, Any] = {}
     installed = ", ".join(sorted(schemas)) or "(none)"
     for key, knode, vnode in _mapping_items(root, ctx):
         if key == "cache":
             cache = _structure(vnode, CacheSettings, ctx.child("cache"))
             assert isinstance(vnode, MappingNode)  # _structure_attrs checked it
-            cache_node = vnode
             mx = _find_key(vnode, "max_entries")
+            sets_max = mx is not None
             if mx is not None and cache.max_entries == 0:
                 raise ctx.error(
                     mx,
@@ -897,7 +888,7 @@ def _structure_sections(
                 key,
             )
         sections[key] = _structure(vnode, schema, ctx.child(key))
-    return cache, cache_node, sections
+    return cache, sets_max, sections
 
 
 def load_settings(
@@ -941,7 +932,7 @@ def load_settings(
         assert isinstance(node, MappingNode)
         root = node
         loaded = True
-    cache, cache_node, sections = _structure_sections(root, path, schemas, broken)
+    cache, config_sets_max, sections = _structure_sections(root, path, schemas, broken)
     cache = cache if cache is not None else CacheSettings()
 
     # The environment.
@@ -957,7 +948,7 @@ def load_settings(
                 f"must not be negative, got {raw!r}; {DURATION_HINT}", source="CACHE_EXTENSION_TTL"
             )
 
-    init_startup = bool(cache.init_startup) if cache.init_startup is not None else False
+    init_startup = bool(cache.init_startup)  # None (not set) is false
     raw = environ.get("CACHE_EXTENSION_INIT_STARTUP")
     if raw is not None:
         try:
@@ -1027,13 +1018,15 @@ def load_settings(
         ("SECRETS_MANAGER_TTL", "secrets"),
     ):
         if name in environ:
-            env_ttl[section] = _env_seconds(name, environ[name])
+            env_ttl[section] = float(_env_whole(name, environ[name], "TTL", "seconds", 300))
 
-    config_sets_max = cache_node is not None and _find_key(cache_node, "max_entries") is not None
     if "PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE" in environ:
-        size = _env_count(
+        size = _env_whole(
             "PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE",
             environ["PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE"],
+            "cache size",
+            "entries",
+            1000,
         )
         if config_sets_max:
             warnings.append(

@@ -80,11 +80,9 @@ def _headers(lookup: Lookup) -> Headers:
 
 
 async def _read(app: Any, route: str, params: Mapping[str, str]) -> Lookup:
-    """Resolve through the router and read through the cache (fast path first)."""
+    """Resolve through the router and read through the cache."""
     provider, item = app.router.resolve(route, params)
-    lookup: Optional[Lookup] = app.cache.peek(item)
-    if lookup is None:
-        lookup = await app.cache.get(provider, item)
+    lookup: Lookup = await app.cache.get(provider, item)
     return lookup
 
 

@@ -78,6 +78,44 @@ Memo = List[Any]
 Slot = List[Any]
 
 
+def _memo_response(memo: Memo, lookup: Any) -> bytes:
+    """The memo's keep-alive GET response for ``lookup``, re-rendered only when the value or
+    its whole-second Age / max-age changed since the last hit."""
+    value = lookup.value
+    age = int(lookup.age)
+    remaining = int(lookup.remaining)
+    if memo[2] is not value or memo[3] != age or memo[4] != remaining:
+        memo[5] = render_value(value.body, value.content_type, lookup.state, age, remaining)
+        memo[2] = value
+        memo[3] = age
+        memo[4] = remaining
+    data: bytes = memo[5]
+    return data
+
+
+def _render_lookup(lookup: Any, conn: bytes, head: bool) -> bytes:
+    value = lookup.value
+    return render_value(
+        value.body,
+        value.content_type,
+        lookup.state,
+        int(lookup.age),
+        int(lookup.remaining),
+        connection=conn,
+        head=head,
+    )
+
+
+def _render_failure(exc: CachelayerError, conn: bytes, head: bool, what: str) -> bytes:
+    """The JSON error for ``exc``; a 500 is logged whole and shown generically (its text may
+    come from a bug, not from a message written for the client)."""
+    status, code = status_for(exc)
+    if status == 500:
+        log.error("error %s", what, exc_info=exc)
+        return render_error(status, code, _GENERIC_500, connection=conn, head=head)
+    return render_error(status, code, str(exc), connection=conn, head=head)
+
+
 class _Stop(Exception):
     """Raised from a parser callback to stop parsing: the connection is closing."""
 
@@ -189,27 +227,18 @@ class HttpConnection(asyncio.Protocol):
         # Between messages: nothing buffered, and every message the parser began is complete
         # (the memo path below counts its requests on both sides).
         clean = not self._bytes_pending and self._begun == self._nreq
-        if clean and not self._queue:
+        if clean and not self._queue and not self._overloaded:
             # A chunk identical to a request already parsed, checked and answered from the
             # hit path (same URL, same token, same headers) gets the same verdict: skip the
             # parser and go straight to the cache. The parser is between messages, as then.
+            # (The memo is shared by all connections: one over the limit must get its 503.)
             memo = self._requests.get(data)
             if memo is not None:
                 lookup = self._peek(memo[1])
                 if lookup is not None:
-                    value = lookup.value
-                    age = int(lookup.age)
-                    remaining = int(lookup.remaining)
-                    if memo[2] is not value or memo[3] != age or memo[4] != remaining:
-                        memo[5] = render_value(
-                            value.body, value.content_type, lookup.state, age, remaining
-                        )
-                        memo[2] = value
-                        memo[3] = age
-                        memo[4] = remaining
                     self._nreq += 1
                     self._begun += 1
-                    self._transport.write(memo[5])
+                    self._transport.write(_memo_response(memo, lookup))
                     return
         before = self._nreq
         begun = self._begun
@@ -368,21 +397,12 @@ class HttpConnection(asyncio.Protocol):
             if memo is not None:
                 lookup = self._peek(memo[1])
                 if lookup is not None:
-                    value = lookup.value
-                    age = int(lookup.age)
-                    remaining = int(lookup.remaining)
-                    if memo[2] is not value or memo[3] != age or memo[4] != remaining:
-                        memo[5] = render_value(
-                            value.body, value.content_type, lookup.state, age, remaining
-                        )
-                        memo[2] = value
-                        memo[3] = age
-                        memo[4] = remaining
+                    data = _memo_response(memo, lookup)
                     if self._queue:
-                        self._queue.append([memo[5], False])
+                        self._queue.append([data, False])
                         self._check_pipeline()
                     else:
-                        self._transport.write(memo[5])
+                        self._transport.write(data)
                     self._served_fast = memo
                     return
         try:
@@ -438,7 +458,7 @@ class HttpConnection(asyncio.Protocol):
         if problem is not None:
             error(*problem)
             return
-        if not host and parser_version(self._parser) == "1.1":
+        if not host and self._parser.get_http_version() == "1.1":
             error(400, "BadRequest", "HTTP/1.1 requests must carry a Host header")
             return
         if xff:
@@ -511,12 +531,10 @@ class HttpConnection(asyncio.Protocol):
         router = self._app.router
         if method not in _ROUTE_METHODS:
             try:
-                router.resolve(route, params)
+                router.provider(route)
             except RouteNotFoundError as exc:
                 error(404, exc.code, str(exc))
                 return
-            except CachelayerError:
-                pass
             error(
                 405,
                 "MethodNotAllowed",
@@ -527,10 +545,7 @@ class HttpConnection(asyncio.Protocol):
         try:
             provider, item = router.resolve(route, params)
         except CachelayerError as exc:
-            status, code = status_for(exc)
-            error(status, code, str(exc) if status != 500 else _GENERIC_500)
-            if status == 500:
-                log.error("error resolving route %r", route, exc_info=exc)
+            self._respond(_render_failure(exc, conn, head, f"resolving route {route!r}"), not keep)
             return
         memo = [provider, item, None, -1, -1, b""]
         routes = self._routes
@@ -543,19 +558,7 @@ class HttpConnection(asyncio.Protocol):
         conn = KEEP_ALIVE if keep else CLOSE
         lookup = self._peek(memo[1])
         if lookup is not None:
-            value = lookup.value
-            self._respond(
-                render_value(
-                    value.body,
-                    value.content_type,
-                    lookup.state,
-                    int(lookup.age),
-                    int(lookup.remaining),
-                    connection=conn,
-                    head=head,
-                ),
-                not keep,
-            )
+            self._respond(_render_lookup(lookup, conn, head), not keep)
             return
         self._defer(self._fetch(memo[0], memo[1], head, conn), keep)
 
@@ -581,16 +584,7 @@ class HttpConnection(asyncio.Protocol):
         try:
             status, headers, body = await compat.handle(self._app, path, params)
         except CachelayerError as exc:
-            status, code = status_for(exc)
-            if status == 500:
-                log.error("error answering %s", path, exc_info=exc)
-            return render_error(
-                status,
-                code,
-                str(exc) if status != 500 else _GENERIC_500,
-                connection=conn,
-                head=head,
-            )
+            return _render_failure(exc, conn, head, f"answering {path}")
         except Exception:
             log.exception("internal error answering %s", path)
             return render_error(500, "InternalError", _GENERIC_500, connection=conn, head=head)
@@ -598,32 +592,14 @@ class HttpConnection(asyncio.Protocol):
 
     async def _fetch(self, provider: Any, item: Any, head: bool, conn: bytes) -> bytes:
         try:
-            lookup = await self._app.cache.get(provider, item)
-            value = lookup.value
-            data = render_value(
-                value.body,
-                value.content_type,
-                lookup.state,
-                int(lookup.age),
-                int(lookup.remaining),
-                connection=conn,
-                head=head,
-            )
+            # Rendering inside the try too: a bad content type must become a 500, not a task
+            # that dies and leaves its slot (and every later response) waiting.
+            return _render_lookup(await self._app.cache.get(provider, item), conn, head)
         except CachelayerError as exc:
-            status, code = status_for(exc)
-            if status == 500:
-                log.error("error reading %s from the cache", item.route, exc_info=exc)
-            data = render_error(
-                status,
-                code,
-                str(exc) if status != 500 else _GENERIC_500,
-                connection=conn,
-                head=head,
-            )
+            return _render_failure(exc, conn, head, f"reading a /{item.route} item from the cache")
         except Exception:
             log.exception("internal error reading a /%s item", item.route)
-            data = render_error(500, "InternalError", _GENERIC_500, connection=conn, head=head)
-        return data
+            return render_error(500, "InternalError", _GENERIC_500, connection=conn, head=head)
 
     def _operation(
         self, path: str, params: Dict[str, str], method: bytes, head: bool, keep: bool
@@ -821,8 +797,3 @@ class HttpConnection(asyncio.Protocol):
         for task in self._tasks:
             task.cancel()
         self._transport.close()
-
-
-def parser_version(parser: Any) -> str:
-    """The request's HTTP version as ``"1.1"``."""
-    return str(parser.get_http_version())

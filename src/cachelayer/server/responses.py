@@ -49,8 +49,6 @@ STATUS_FOR_CODE: Dict[str, int] = {
 KEEP_ALIVE = b"Connection: keep-alive\r\n"
 CLOSE = b"Connection: close\r\n"
 
-JSON_TYPE = b"application/json"
-
 
 def status_for(exc: CachelayerError) -> Tuple[int, str]:
     """The status and error code to answer ``exc`` with."""
