@@ -648,15 +648,17 @@ class TestConnectionBounds:
     ) -> None:
         """A request byte-identical to a remembered one, sent on a connection over the limit,
         still gets 503: the parser-free path is no way around the connection bound."""
-        with serving(seeded, tmp_path, max_connections=1) as running:
-            with socket.create_connection(("127.0.0.1", running.port), timeout=5) as a:
-                for _ in range(3):  # miss, hit, hit whose bytes are remembered
-                    a.sendall(request(PARAM))
-                    time.sleep(0.05)
-                time.sleep(0.2)
-                assert [st for st, _, _ in parse_responses(a.recv(65536))] == [200, 200, 200]
-                out = parse_responses(running.raw(request(PARAM)))
-                assert (out[0][0], json.loads(out[0][2])["error"]) == (503, "ServiceUnavailable")
+        with (
+            serving(seeded, tmp_path, max_connections=1) as running,
+            socket.create_connection(("127.0.0.1", running.port), timeout=5) as a,
+        ):
+            for _ in range(3):  # miss, hit, hit whose bytes are remembered
+                a.sendall(request(PARAM))
+                time.sleep(0.05)
+            time.sleep(0.2)
+            assert [st for st, _, _ in parse_responses(a.recv(65536))] == [200, 200, 200]
+            out = parse_responses(running.raw(request(PARAM)))
+            assert (out[0][0], json.loads(out[0][2])["error"]) == (503, "ServiceUnavailable")
 
     def test_idle_and_slow_connections_time_out(self, seeded: str, tmp_path: Any) -> None:
         """An idle connection is closed; a request that never completes gets 408."""
