@@ -181,6 +181,39 @@ class TestServe:
         assert "cachelayer stats | " in err and "parameters: hits=1 misses=1" in err
         assert SAMPLE_PARAMETER_VALUE not in err
 
+    def test_sigterm_with_a_fetch_in_flight_exits_at_once(self, aws: str, tmp_path: Path) -> None:
+        """SIGTERM while a read waits on a hanging AWS call stops `serve` at once with exit 0."""
+        from cachelayer.testing.proxy import Fault, UpstreamProxy
+
+        seed_sample(aws)
+        config = tmp_path / "config.yaml"
+        config.write_text(SAMPLE_CONFIG_YAML)
+        port = free_port()
+        with UpstreamProxy(aws) as proxy:
+            proc = start_serve(
+                {**aws_environment(aws), "AWS_ENDPOINT_URL": proxy.url},
+                ["--config", str(config), "--port", str(port)],
+            )
+            try:
+                wait_listening(port, proc)
+                proxy.inject(Fault.delay(30))
+                reader = socket.create_connection(("127.0.0.1", port), timeout=30)
+                reader.sendall(
+                    f"GET /parameters?name={SAMPLE_PARAMETER} HTTP/1.1\r\nHost: localhost\r\n"
+                    f"X-Aws-Parameters-Secrets-Token: {TOKEN}\r\n\r\n".encode()
+                )
+                deadline = time.monotonic() + 10
+                while proxy.count() == 0 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                started = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(10) == 0
+                assert time.monotonic() - started < 1.5
+                reader.close()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+
     def test_sigint_stops_it_too(self, served: Served) -> None:
         """SIGINT (Ctrl-C) stops the server cleanly with exit 0."""
         served.proc.send_signal(signal.SIGINT)

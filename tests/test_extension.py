@@ -7,7 +7,9 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterator
 
@@ -316,6 +318,87 @@ class TestInitWithAwsDown:
                 result = fn.invoke({"op": "get", "path": PARAM_PATH})
         assert result.ok, result.error
         assert (result.response["status"], result.response["body"]) == (200, SAMPLE_PARAMETER_VALUE)
+
+
+@pytest.mark.slow
+class TestStopWhileAwsHangs:
+    def _start(self, api: ApiServer, env: Dict[str, str]) -> subprocess.Popen[str]:
+
+        return subprocess.Popen(
+            [sys.executable, "-m", "cachelayer.extension", "--name", "cachelayer"],
+            env={**os.environ, **env, "AWS_LAMBDA_RUNTIME_API": api.address},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def _wait_for(self, what: str, predicate: Any, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.05)
+
+    def test_sigterm_during_a_hanging_prefetch_exits_0_at_once(
+        self, api: ApiServer, function_env: Dict[str, str]
+    ) -> None:
+        """SIGTERM while init's prefetch waits on a hanging AWS stops the extension cleanly,
+        exit 0 with the stats line, without waiting for the AWS calls to time out."""
+        from cachelayer.testing.proxy import Fault
+
+        with UpstreamProxy(function_env["AWS_ENDPOINT_URL"]) as proxy:
+            proxy.inject(Fault.delay(30))
+            env = {
+                **function_env,
+                "AWS_ENDPOINT_URL": proxy.url,
+                "CACHE_EXTENSION_INIT_STARTUP": "true",
+            }
+            proc = self._start(api, env)
+            self._wait_for("a hanging AWS call", lambda: proxy.count() > 0)
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(10)
+            took = time.monotonic() - started
+            err = proc.stderr.read() if proc.stderr else ""
+        assert code == 0, err
+        assert took < 1.5, err
+        assert "asked to stop during the prefetch" in err and "cachelayer stats |" in err
+
+    def test_shutdown_with_a_fetch_in_flight_exits_inside_the_deadline(
+        self, api: ApiServer, function_env: Dict[str, str]
+    ) -> None:
+        """A SHUTDOWN while a read waits on a hanging AWS call still exits 0 well inside 2 s."""
+        from cachelayer.testing.proxy import Fault
+
+        with UpstreamProxy(function_env["AWS_ENDPOINT_URL"]) as proxy:
+            env = {**function_env, "AWS_ENDPOINT_URL": proxy.url}
+            proc = self._start(api, env)
+            port = int(env["CACHE_EXTENSION_PORT"])
+            self._wait_for(
+                "the extension's next",
+                lambda: api.sandbox.extensions_idle() and bool(api.sandbox.extensions),
+            )
+            proxy.inject(Fault.delay(30))
+            reader = socket.create_connection(("127.0.0.1", port), timeout=30)
+            reader.sendall(
+                f"GET {PARAM_PATH} HTTP/1.1\r\nHost: localhost\r\n"
+                f"X-Aws-Parameters-Secrets-Token: {env['AWS_SESSION_TOKEN']}\r\n\r\n".encode()
+            )
+            self._wait_for("the read's AWS call", lambda: proxy.count() > 0)
+            started = time.monotonic()
+            with api.sandbox.cond:
+                api.sandbox.deliver_to_extensions(
+                    {
+                        "eventType": "SHUTDOWN",
+                        "deadlineMs": int(time.time() * 1000) + 2000,
+                        "shutdownReason": "spindown",
+                    }
+                )
+            code = proc.wait(10)
+            took = time.monotonic() - started
+            reader.close()
+            err = proc.stderr.read() if proc.stderr else ""
+        assert code == 0, err
+        assert took < 1.9, err
+        assert "cachelayer stats |" in err
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import sys
 from typing import Any, List, Optional, Sequence
 
 from cachelayer.errors import CachelayerError
-from cachelayer.logs import setup_logging
+from cachelayer.logs import exit_now, setup_logging
 
 log = logging.getLogger("cachelayer")
 
@@ -215,7 +215,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def run(argv: Optional[List[str]] = None) -> None:
-    sys.exit(main(argv))
+    """The console script: ``serve`` exits at once when done, whatever AWS call is in flight."""
+    args = sys.argv[1:] if argv is None else argv
+    code = main(args)
+    if args[:1] == ["serve"]:
+        exit_now(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

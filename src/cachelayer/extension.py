@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from cachelayer.core.lifecycle import ExtensionsApiError, ExtensionsClient
-from cachelayer.logs import setup_logging
+from cachelayer.logs import exit_now, setup_logging
 
 if TYPE_CHECKING:
     # asyncio alone costs ~20 ms of imports: it is loaded after registering, where it is used.
@@ -102,6 +102,40 @@ class _EventPump:
             done.set()
 
 
+async def _prefetch_unless_stopped(app: Any, pump: _EventPump) -> bool:
+    """Prefetch within the init budget; True if a signal asked to stop first (prefetch cancelled)."""
+    import asyncio
+
+    started = time.monotonic()
+    # Lambda gives init 10 s in all; what is not fetched by then is fetched on demand.
+    prefetch = asyncio.ensure_future(asyncio.wait_for(app.prefetch(), PREFETCH_BUDGET_S))
+    stop = asyncio.ensure_future(pump.events.get())
+    done, _ = await asyncio.wait({prefetch, stop}, return_when=asyncio.FIRST_COMPLETED)
+    if stop in done:
+        pump.events.put_nowait(stop.result())  # handled by the shutdown path, as any stop
+        prefetch.cancel()
+        await asyncio.gather(prefetch, return_exceptions=True)
+        log.warning("init startup: asked to stop during the prefetch, which was cancelled")
+        return True
+    stop.cancel()  # a cancelled Queue.get leaves any item in the queue
+    try:
+        report = prefetch.result()
+    except asyncio.TimeoutError:
+        log.warning(
+            "init startup: prefetch did not finish within %.0f s (is AWS slow or "
+            "unreachable?); the items not fetched yet will be fetched on demand",
+            PREFETCH_BUDGET_S,
+        )
+    else:
+        log.info(
+            "init startup: %d items fetched, %d failed, in %.0f ms",
+            report.fetched,
+            report.failed,
+            (time.monotonic() - started) * 1000,
+        )
+    return False
+
+
 async def serve(client: ExtensionsClient, environ: Mapping[str, str]) -> int:
     """Everything after registering: build, bind, prefetch, then serve until SHUTDOWN."""
     import asyncio
@@ -135,34 +169,20 @@ async def serve(client: ExtensionsClient, environ: Mapping[str, str]) -> int:
             "another process holds the port: set CACHE_EXTENSION_PORT to a free one",
         )
     log.info("listening on port %s", server.port)
-    if app.settings.init_startup:
-        started = time.monotonic()
-        try:
-            # Lambda gives init 10 s in all; what is not fetched by then is fetched on demand.
-            report = await asyncio.wait_for(app.prefetch(), PREFETCH_BUDGET_S)
-        except asyncio.TimeoutError:
-            log.warning(
-                "init startup: prefetch did not finish within %.0f s (is AWS slow or "
-                "unreachable?); the items not fetched yet will be fetched on demand",
-                PREFETCH_BUDGET_S,
-            )
-        else:
-            log.info(
-                "init startup: %d items fetched, %d failed, in %.0f ms",
-                report.fetched,
-                report.failed,
-                (time.monotonic() - started) * 1000,
-            )
-
     loop = asyncio.get_running_loop()
     pump = _EventPump(client, loop, app)
+    # Installed before the prefetch, so SIGTERM during a slow init still ends in a clean exit.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(
             sig,
             pump.events.put_nowait,
             {"eventType": "SHUTDOWN", "shutdownReason": signal.Signals(sig).name},
         )
-    pump.start()
+    stopped = False
+    if app.settings.init_startup:
+        stopped = await _prefetch_unless_stopped(app, pump)
+    if not stopped:
+        pump.start()
 
     code = 0
     event = await pump.events.get()
@@ -219,4 +239,4 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

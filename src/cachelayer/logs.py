@@ -1,8 +1,9 @@
-"""Logging setup shared by the command line and the extension: one format, no secrets."""
+"""Logging shared by the command line and the extension: one format, no secrets, flushed exit."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 FORMAT = "[cachelayer] %(levelname)s %(name)s: %(message)s"
@@ -22,3 +23,15 @@ def setup_logging(level: str = "INFO") -> None:
     floor = max(logging.getLogger().level, logging.INFO)
     for library in QUIET_LIBRARIES:
         logging.getLogger(library).setLevel(floor)
+
+
+def exit_now(code: int) -> None:
+    """Flush the logs and end the process at once.
+
+    A worker thread blocked in an AWS call (a fetch in flight at SHUTDOWN or SIGTERM) would
+    otherwise hold the interpreter's exit until its socket times out, past Lambda's deadline.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
