@@ -316,6 +316,11 @@ class TestConfig:
         with pytest.raises(ValueError, match="environment must not be empty"):
             AppConfigProfile(application="a", environment="", profile="p")
 
+    def test_empty_alias_is_refused(self) -> None:
+        """An alias that is empty fails validation instead of answering to the empty name."""
+        with pytest.raises(ValueError, match="name must not be empty"):
+            AppConfigProfile(application="a", environment="e", profile="p", name="")
+
 
 class TestPlugin:
     def test_installed_package_is_discovered_by_entry_point(self) -> None:

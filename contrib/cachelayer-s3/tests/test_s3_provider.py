@@ -9,7 +9,7 @@ import pytest
 from cachelayer_s3 import DEFAULT_MAX_SIZE, ObjectTooLargeError, S3Object, S3Provider
 
 import cachelayer
-from cachelayer import BINARY, ConfigError, Item, NotFoundError, ProviderContext
+from cachelayer import BINARY, ConfigError, Item, NotFoundError, ProviderContext, UpstreamError
 from cachelayer.aws import ClientFactory
 from cachelayer.plugins import discover
 from cachelayer.testing.fixtures import UpstreamCalls
@@ -267,17 +267,18 @@ class TestConfig:
             ({"bucket": "", "key": "k"}, "bucket must not be empty"),
             ({"bucket": "b", "key": " "}, "key must not be empty"),
             ({"bucket": "b", "key": "k", "max_size": 0}, "max_size must be a positive number"),
+            ({"bucket": "b", "key": "k", "name": " "}, "name must not be empty"),
         ],
     )
     def test_invalid_declaration_is_refused(self, fields: Any, message: str) -> None:
-        """An empty bucket or key, or a non-positive max_size, fails validation with the field named."""
+        """An empty bucket, key or alias, or a non-positive max_size, fails validation naming the field."""
         with pytest.raises(ValueError, match=message):
             S3Object(**fields)
 
     def test_fetch_before_configure_is_a_clear_error(self) -> None:
         """Using the provider unconfigured is a programming error that says so."""
         item = Item(route="s3", name="b/k", target=S3Object(bucket="b", key="k"))
-        with pytest.raises(RuntimeError, match="before configure"):
+        with pytest.raises(UpstreamError, match="before configure"):
             S3Provider().fetch(item)
 
 

@@ -16,6 +16,7 @@ from cachelayer import (
     Item,
     NotFoundError,
     ProviderContext,
+    UpstreamError,
     Value,
 )
 from cachelayer.aws import translate_errors
@@ -35,6 +36,13 @@ def _not_empty(instance: Any, attribute: Any, value: str) -> None:
         raise ValueError(f"{attribute.name} must not be empty (a name or an ID)", attribute)
 
 
+def _optional_not_empty(instance: Any, attribute: Any, value: Optional[str]) -> None:
+    if value is not None and not value.strip():
+        raise ValueError(
+            f"{attribute.name} must not be empty; leave it out to use the path", attribute
+        )
+
+
 @attrs.frozen
 class AppConfigProfile:
     """One declared configuration of the ``appconfig:`` section.
@@ -47,7 +55,7 @@ class AppConfigProfile:
     application: str = attrs.field(validator=_not_empty)
     environment: str = attrs.field(validator=_not_empty)
     profile: str = attrs.field(validator=_not_empty)
-    name: Optional[str] = None
+    name: Optional[str] = attrs.field(default=None, validator=_optional_not_empty)
     region: Optional[str] = None
     ttl: Optional[Duration] = None
 
@@ -142,7 +150,9 @@ class AppConfigProvider:
         poll token may be used once only.
         """
         if self._context is None:
-            raise RuntimeError("AppConfigProvider.fetch called before configure()")
+            raise UpstreamError(
+                "AppConfigProvider.fetch called before configure(); the core configures providers at startup"
+            )
         profile: AppConfigProfile = item.target
         session = self._session(profile)
         with session.lock:

@@ -53,6 +53,11 @@ def _not_empty(instance: Any, attribute: Any, value: str) -> None:
         raise ValueError(f"{attribute.name} must not be empty", attribute)
 
 
+def _optional_not_empty(instance: Any, attribute: Any, value: Optional[str]) -> None:
+    if value is not None:
+        _not_empty(instance, attribute, value)
+
+
 @attrs.frozen
 class S3Object:
     """One declared object of the ``s3:`` section.
@@ -63,7 +68,7 @@ class S3Object:
 
     bucket: str = attrs.field(validator=_not_empty)
     key: str = attrs.field(validator=_not_empty)
-    name: Optional[str] = attrs.field(default=None)
+    name: Optional[str] = attrs.field(default=None, validator=_optional_not_empty)
     region: Optional[str] = None
     ttl: Optional[Duration] = None
     max_size: Optional[int] = attrs.field(default=None, validator=_positive)
@@ -163,7 +168,9 @@ class S3Provider:
     def _get(self, item: Item, etag: Optional[str]) -> Optional[Value]:
         """The object's value, or None when ``etag`` still matches (304)."""
         if self._context is None:
-            raise RuntimeError("S3Provider.fetch called before configure()")
+            raise UpstreamError(
+                "S3Provider.fetch called before configure(); the core configures providers at startup"
+            )
         # botocore is imported on first use, not at plugin load: the extension must register
         # with Lambda before paying for it.
         from botocore.exceptions import ClientError

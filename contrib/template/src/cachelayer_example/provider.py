@@ -13,6 +13,7 @@ from cachelayer import (
     Item,
     NotFoundError,
     ProviderContext,
+    UpstreamError,
     Value,
 )
 from cachelayer.aws import translate_errors
@@ -62,7 +63,9 @@ class ExampleProvider:
     def fetch(self, item: Item) -> Value:
         """Blocking call to the service, in a worker thread. Never cache here: the core does."""
         if self._context is None:
-            raise RuntimeError("ExampleProvider.fetch called before configure()")
+            raise UpstreamError(
+                "ExampleProvider.fetch called before configure(); the core configures providers at startup"
+            )
         entry: ExampleItem = item.target
         client = self._context.client("ssm", entry.region)
         with translate_errors(
