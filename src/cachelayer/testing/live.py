@@ -260,7 +260,8 @@ def live_server(
 
     thread = threading.Thread(target=run, name="cachelayer-test-server", daemon=True)
     thread.start()
-    started.wait(15)
+    if not started.wait(15):
+        raise RuntimeError("the test server neither started nor failed within 15 s")
     live = Live(app, server, loop, env)
     try:
         if failure:
