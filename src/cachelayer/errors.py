@@ -11,6 +11,7 @@ __all__ = [
     "NotFoundError",
     "PluginError",
     "RouteNotFoundError",
+    "ThrottledError",
     "TransientError",
     "UpstreamError",
     "UpstreamTimeoutError",
@@ -84,10 +85,19 @@ class UpstreamError(CachelayerError):
 class TransientError(UpstreamError):
     """The upstream failed in a way that may pass: throttling, 5xx, connection refused/reset.
 
-    A cache entry whose refresh fails with this is served stale (stale-if-error).
+    A cache entry whose refresh fails with this is served stale (stale-if-error); a key with
+    no value to serve remembers it for a jittered backoff. ``retry_after`` is set (seconds)
+    on the error a read gets during that backoff, when no upstream call was made.
     """
 
     code: ClassVar[str] = "UpstreamUnavailable"
+    retry_after: Optional[float] = None
+
+
+class ThrottledError(TransientError):
+    """The upstream throttled the request (rate exceeded): back off longer than for a 5xx."""
+
+    code: ClassVar[str] = "Throttled"
 
 
 class UpstreamTimeoutError(TransientError):

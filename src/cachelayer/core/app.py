@@ -84,6 +84,8 @@ class Application:
             refresh_ahead=float(settings.cache.refresh_ahead),
             max_entries=int(settings.cache.max_entries),
             max_bytes=int(settings.cache.max_bytes),
+            stale_wait=float(settings.cache.stale_wait),
+            upstream_timeout=float(settings.cache.upstream_timeout),
         )
         cache = Cache(policy, clock=clock) if clock is not None else Cache(policy)
 

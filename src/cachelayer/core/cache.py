@@ -1,4 +1,5 @@
-"""The cache: expiring entries per key, single-flight fetches, stale-if-error, LRU bounds."""
+"""The cache: expiring entries per key, single-flight fetches, stale-if-error, failure backoff,
+LRU bounds by count and by every byte held."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import collections
 import contextlib
 import logging
 import random
+import sys
 import threading
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -22,23 +24,43 @@ from typing import (
     Sequence,
     Set,
     Tuple,
+    TypeVar,
     Union,
 )
 
 import attrs
 
-from cachelayer.errors import CachelayerError, NotFoundError, TransientError, UpstreamError
+from cachelayer.errors import (
+    CachelayerError,
+    NotFoundError,
+    ThrottledError,
+    TransientError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
 from cachelayer.provider import Item, Provider, SupportsFetchMany, SupportsRefresh, Value
 
 log = logging.getLogger("cachelayer.cache")
 
 Key = Tuple[str, str, Tuple[Tuple[str, str], ...]]
 
-# Backoff between retries of a failing key while its stale value is served.
+# Backoff between retries of a failing key, whether it has a stale value to serve or not:
+# doubling from RETRY_BASE (THROTTLED_BASE when upstream throttles) up to RETRY_CAP, jittered
+# to 50-100% so that many keys failing together do not retry together.
 RETRY_BASE = 1.0
+THROTTLED_BASE = 4.0
 RETRY_CAP = 60.0
 
+# Bytes of Python objects one entry costs besides its name, value and error: the Entry, the
+# Item and its key tuple, the LRU dict's slot. Counted against ``max_bytes`` with the rest.
+ENTRY_OVERHEAD = 512
+
 _current = threading.local()
+
+
+def _short(name: str, limit: int = 80) -> str:
+    """A name as logs and messages show it: long names (attacks, mostly) cut to ``limit``."""
+    return name if len(name) <= limit else name[: limit - 3] + "..."
 
 
 def current_route() -> Optional[str]:
@@ -68,33 +90,85 @@ class CachePolicy:
     refresh_ahead: float = 0.2
     max_entries: int = 1000
     max_bytes: int = 64 * 1024 * 1024
+    stale_wait: float = 0.25
+    upstream_timeout: float = 5.0
+
+
+def held_bytes(obj: Any, depth: int = 0) -> int:
+    """An estimate of the memory ``obj`` keeps alive: strings, bytes and the containers of
+    metadata counted through (eight levels deep), anything else by its own size."""
+    if isinstance(obj, (str, bytes, bytearray)) or depth > 8:
+        return sys.getsizeof(obj)
+    if isinstance(obj, Mapping):
+        return sys.getsizeof(obj) + sum(
+            held_bytes(k, depth + 1) + held_bytes(v, depth + 1) for k, v in obj.items()
+        )
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return sys.getsizeof(obj) + sum(held_bytes(v, depth + 1) for v in obj)
+    return sys.getsizeof(obj)
+
+
+def value_bytes(value: Value) -> int:
+    """What a value costs against ``max_bytes``: its body, its metadata and its etag."""
+    size = sys.getsizeof(value.body) + held_bytes(value.metadata)
+    if value.etag is not None:
+        size += sys.getsizeof(value.etag)
+    return size
+
+
+def _key_bytes(item: Item) -> int:
+    return ENTRY_OVERHEAD + sys.getsizeof(item.name) + held_bytes(item.variant)
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _detach(exc: _E) -> _E:
+    """``exc`` without its traceback and causes, fit to be kept: a botocore error behind it
+    holds the whole response, and a traceback every frame's locals."""
+    exc.__traceback__ = None
+    exc.__cause__ = None
+    exc.__context__ = None
+    exc.__suppress_context__ = True
+    return exc
+
+
+def _error_bytes(exc: BaseException) -> int:
+    return sys.getsizeof(exc) + held_bytes(exc.args) + held_bytes(vars(exc))
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    # A fetch whose every reader went away (cancelled client, stale_wait, deadline) is still
+    # settled: mark its exception retrieved, or asyncio logs it as "never retrieved".
+    if not future.cancelled():
+        future.exception()
 
 
 @attrs.define(slots=True)
 class Entry:
-    """One cached value, or a remembered "not found" (``value`` None), and its timing."""
+    """One cached value, or a remembered "not found" or transient failure (``value`` None,
+    ``error`` set; a failure's ``expires_at`` is the end of its backoff), and its timing.
+    ``size`` is every byte it holds, as counted against ``max_bytes``."""
 
     item: Item
     provider: Provider
     stats: RouteStats
     value: Optional[Value]
-    error: Optional[NotFoundError]
+    error: Optional[CachelayerError]
     ttl: float
     fetched_at: float
     expires_at: float
+    size: int = 0
     read_since_refresh: bool = False
     failures: int = 0
     retry_at: float = 0.0
-
-    @property
-    def size(self) -> int:
-        return self.value.size if self.value is not None else 0
 
 
 class RouteStats:
     """Counters of one route."""
 
     __slots__ = (
+        "backoff_hits",
         "evictions",
         "hits",
         "misses",
@@ -109,7 +183,7 @@ class RouteStats:
     def __init__(self) -> None:
         self.hits = self.misses = self.stale = self.negative_hits = 0
         self.upstream_calls = self.upstream_errors = self.evictions = self.refreshes_ahead = 0
-        self.not_modified = 0
+        self.not_modified = self.backoff_hits = 0
 
     def as_dict(self) -> Dict[str, int]:
         return {name: getattr(self, name) for name in sorted(self.__slots__)}
@@ -129,9 +203,12 @@ class Cache:
 
     ``peek`` is the synchronous fast path for fresh hits (no coroutine); ``get`` does a full
     read: a hit, or one coalesced upstream fetch run in a worker thread (single-flight), or
-    the stale value when the refresh fails transiently (stale-if-error). "Not found" is
-    remembered for ``negative_ttl``. Entries are bounded by count and bytes, LRU first out.
-    Must be used from one event loop thread; only provider calls run in workers.
+    the stale value when the refresh fails transiently or takes longer than ``stale_wait``
+    (stale-if-error). "Not found" is remembered for ``negative_ttl``, a transient failure of a
+    key with nothing to serve for a jittered backoff. A read waits at most ``upstream_timeout``
+    for upstream (then 504; the fetch goes on and its result is kept). Entries are bounded by
+    count and by bytes (names, values, metadata, stored errors, and what ``hold`` adds), LRU
+    first out. Must be used from one event loop thread; only provider calls run in workers.
     """
 
     def __init__(
@@ -148,6 +225,7 @@ class Cache:
         self._rng = rng or random.Random()
         self._entries: collections.OrderedDict[Key, Entry] = collections.OrderedDict()
         self._bytes = 0
+        self._held = 0  # bytes held for the cache's users (the server's memos), see ``hold``
         self._inflight: Dict[Key, asyncio.Future[Lookup]] = {}
         self._background: Set[asyncio.Task[Any]] = set()
         self._stats: Dict[str, RouteStats] = collections.defaultdict(RouteStats)
@@ -180,11 +258,17 @@ class Cache:
             if now < entry.expires_at:
                 self._entries.move_to_end(key)
                 if entry.value is None:
-                    stats.negative_hits += 1
-                    assert entry.error is not None
+                    error = entry.error
+                    assert error is not None
+                    if isinstance(error, TransientError):
+                        # Inside a failure's backoff: the same answer, no upstream call.
+                        stats.backoff_hits += 1
+                        error.retry_after = entry.expires_at - now
+                    else:
+                        stats.negative_hits += 1
                     # Re-raising one stored instance would chain every raise's frames onto
                     # its traceback: it would grow with each negative hit.
-                    raise entry.error.with_traceback(None)
+                    raise error.with_traceback(None)
                 entry.read_since_refresh = True
                 stats.hits += 1
                 return Lookup(entry.value, "hit", now - entry.fetched_at, entry.expires_at - now)
@@ -199,8 +283,26 @@ class Cache:
         future = self._inflight.get(key)
         if future is None:
             future = self._start_fetch(provider, item)
+        stale = entry if entry is not None and entry.value is not None else None
+        if stale is not None and not self._within_stale(stale, now):
+            stale = None
+        policy = self.policy
+        wait = policy.upstream_timeout if stale is None else policy.stale_wait
         try:
-            lookup = await asyncio.shield(future)
+            lookup = await asyncio.wait_for(asyncio.shield(future), wait)
+        except asyncio.TimeoutError:
+            # The fetch goes on in its worker; its result is kept when it arrives.
+            if stale is not None and stale.value is not None:
+                stale.read_since_refresh = True
+                stats.stale += 1
+                now = self._clock()
+                return Lookup(stale.value, "stale", now - stale.fetched_at, 0.0)
+            stats.misses += 1
+            raise UpstreamTimeoutError(
+                f"upstream did not answer {item.route} {_short(item.name)!r} within "
+                f"{policy.upstream_timeout:g}s (cache.upstream_timeout); the fetch goes on "
+                "and its result will be cached"
+            ) from None
         except BaseException:
             stats.misses += 1
             raise
@@ -220,6 +322,7 @@ class Cache:
     def _start_fetch(self, provider: Provider, item: Item) -> asyncio.Future[Lookup]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Lookup] = loop.create_future()
+        future.add_done_callback(_consume)
         self._inflight[item.key] = future
 
         def done(call: asyncio.Future[Value]) -> None:
@@ -272,7 +375,7 @@ class Cache:
         now = self._clock()
         entry = self._entries.get(item.key)
         if isinstance(exc, NotFoundError):
-            self._remember_not_found(provider, item, exc, now)
+            self._remember_not_found(provider, item, _detach(exc), now)
             future.set_exception(exc)
             return
         stats.upstream_errors += 1
@@ -283,15 +386,12 @@ class Cache:
             exc = UpstreamError(
                 f"provider {item.route!r} failed unexpectedly ({type(exc).__name__}); see the extension's log"
             )
-        if (
-            isinstance(exc, TransientError)
-            and entry is not None
-            and entry.value is not None
-            and self._within_stale(entry, now)
-        ):
+        if not isinstance(exc, TransientError):
+            future.set_exception(exc)
+            return
+        if entry is not None and entry.value is not None and self._within_stale(entry, now):
             entry.failures += 1
-            backoff = min(RETRY_CAP, RETRY_BASE * 2 ** (entry.failures - 1))
-            entry.retry_at = now + backoff * (0.5 + self._rng.random() / 2)  # jitter
+            entry.retry_at = now + self._backoff(entry.failures, exc)
             log.warning(
                 "%s %r: refresh failed (%s); serving the stale value, retry in %.1fs",
                 item.route,
@@ -301,7 +401,33 @@ class Cache:
             )
             future.set_result(Lookup(entry.value, "stale", now - entry.fetched_at, 0.0))
             return
+        # Nothing to serve: remember the failure for a backoff, so that client load during an
+        # outage never becomes upstream load (about one call per key per backoff).
+        failures = entry.failures + 1 if entry is not None and entry.error is not None else 1
+        if self.policy.max_entries > 0:
+            backoff = self._backoff(failures, exc)
+            failed = _detach(exc)
+            held = Entry(
+                item, provider, stats, None, failed, 0.0, now, now + backoff, failures=failures
+            )
+            held.size = _key_bytes(item) + _error_bytes(failed)
+            self._put(held)
+            log.warning(
+                "%s %r: fetch failed (%s) and no value is cached; answering this error for "
+                "%.1fs before trying again",
+                item.route,
+                _short(item.name),
+                failed.code,
+                backoff,
+            )
+            failed.retry_after = backoff
         future.set_exception(exc)
+
+    def _backoff(self, failures: int, exc: BaseException) -> float:
+        """Seconds to wait before retrying a key after its ``failures``-th failure in a row."""
+        base = THROTTLED_BASE if isinstance(exc, ThrottledError) else RETRY_BASE
+        backoff = min(RETRY_CAP, base * 2 ** min(failures - 1, 16))
+        return backoff * (0.5 + self._rng.random() / 2)  # jitter
 
     def _within_stale(self, entry: Entry, now: float) -> bool:
         return now < entry.expires_at + self.policy.stale_if_error
@@ -312,10 +438,13 @@ class Cache:
     def _store(self, provider: Provider, item: Item, value: Value) -> Lookup:
         now = self._clock()
         ttl = self._ttl(item)
-        if ttl <= 0 or value.size > self.policy.max_bytes or self.policy.max_entries <= 0:
+        size = _key_bytes(item) + value_bytes(value)
+        if ttl <= 0 or size > self.policy.max_bytes or self.policy.max_entries <= 0:
             self._drop(item.key)
             return Lookup(value, "miss", 0.0, 0.0)
-        self._put(Entry(item, provider, self._stats[item.route], value, None, ttl, now, now + ttl))
+        self._put(
+            Entry(item, provider, self._stats[item.route], value, None, ttl, now, now + ttl, size)
+        )
         return Lookup(value, "miss", 0.0, ttl)
 
     def _remember_not_found(
@@ -324,8 +453,9 @@ class Cache:
         self._drop(item.key)
         ttl = self.policy.negative_ttl
         if ttl > 0 and self.policy.max_entries > 0:
+            size = _key_bytes(item) + _error_bytes(exc)
             self._put(
-                Entry(item, provider, self._stats[item.route], None, exc, ttl, now, now + ttl)
+                Entry(item, provider, self._stats[item.route], None, exc, ttl, now, now + ttl, size)
             )
 
     def _put(self, entry: Entry) -> None:
@@ -333,10 +463,25 @@ class Cache:
         self._drop(key)
         self._entries[key] = entry
         self._bytes += entry.size
-        while len(self._entries) > self.policy.max_entries or self._bytes > self.policy.max_bytes:
-            _, old = self._entries.popitem(last=False)
+        self._evict()
+
+    def _evict(self) -> None:
+        entries = self._entries
+        policy = self.policy
+        while entries and (
+            len(entries) > policy.max_entries or self._bytes + self._held > policy.max_bytes
+        ):
+            _, old = entries.popitem(last=False)
             self._bytes -= old.size
             old.stats.evictions += 1
+
+    def hold(self, delta: int) -> None:
+        """Count ``delta`` more (or, negative, fewer) bytes that a user of the cache keeps for
+        its entries (the server's per-URL memos), evicting entries to stay within
+        ``max_bytes``. The user keeps its own share bounded."""
+        self._held += delta
+        if delta > 0:
+            self._evict()
 
     def _drop(self, key: Key) -> None:
         old = self._entries.pop(key, None)
@@ -418,7 +563,7 @@ class Cache:
                 fetched += 1
                 continue
             if isinstance(result, NotFoundError):
-                self._remember_not_found(provider, item, result, self._clock())
+                self._remember_not_found(provider, item, _detach(result), self._clock())
             else:
                 self._stats[item.route].upstream_errors += 1
             reason = str(result) if isinstance(result, CachelayerError) else type(result).__name__
@@ -468,8 +613,8 @@ class Cache:
 
     @property
     def size(self) -> Tuple[int, int]:
-        """(entries, bytes) held now."""
-        return len(self._entries), self._bytes
+        """(entries, bytes) held now: the entries' bytes plus those counted with ``hold``."""
+        return len(self._entries), self._bytes + self._held
 
     async def drain(self, timeout: float = 1.0) -> None:
         """Wait (briefly) for background refreshes to finish, e.g. before shutdown."""

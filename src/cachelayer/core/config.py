@@ -699,7 +699,9 @@ def _fraction(instance: Any, attribute: Any, value: float) -> None:
 class CacheSettings:
     """The ``cache:`` section: global cache settings (durations and fractions in seconds/0..1).
 
-    ``max_entries`` 0 means "no caching"; only ``PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE=0`` or
+    ``stale_wait`` bounds how long a read of an expired key waits for its refresh before the
+    stale value is served (the refresh goes on); ``upstream_timeout`` how long any read waits
+    for upstream before it gets 504. ``max_entries`` 0 means "no caching"; only ``PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE=0`` or
     ``PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED=false`` can set it (the file must say >= 1).
     """
 
@@ -710,6 +712,10 @@ class CacheSettings:
     stale_if_error: Duration = attrs.field(default=Duration(3600.0), validator=_not_negative)
     refresh_ahead: Ratio = attrs.field(default=Ratio(0.2), validator=_fraction)
     init_startup: Optional[bool] = None
+    # How long a read of an expired key waits for its refresh before it is answered with the
+    # stale value (the refresh goes on), and how long any read waits for upstream (then 504).
+    stale_wait: Duration = attrs.field(default=Duration(0.25), validator=_not_negative)
+    upstream_timeout: Duration = attrs.field(default=Duration(5.0), validator=_positive)
 
 
 @attrs.frozen
