@@ -15,6 +15,7 @@ from cachelayer import (
     Duration,
     NotFoundError,
     SupportsFetchMany,
+    ThrottledError,
     TransientError,
     UpstreamError,
     Value,
