@@ -680,7 +680,7 @@ def _to_ratio(node: Node, text: str, ctx: _Ctx) -> float:
 # The cache: section and the resolved settings
 
 
-def _positive(instance: Any, attribute: Any, value: int) -> None:
+def _positive(instance: Any, attribute: Any, value: Any) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be greater than 0, got {value}", attribute)
 
