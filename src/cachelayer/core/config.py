@@ -93,6 +93,10 @@ _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-z]*)\s*$")
 _SIZE_HINT = "write an integer number of bytes or a size like 64MiB, 512KB, 1GB"
 _RATIO_HINT = "write a fraction from 0 to 1 (0.2) or a percentage (20%)"
 _INT_RE = re.compile(r"^[-+]?[0-9]+$")
+# Bounds that keep a hostile file from crashing the loader: Python refuses to convert integers
+# of over 4,300 digits, and deep nesting exhausts the recursion limit.
+_MAX_NUMBER = 100  # characters of a number (far beyond any setting's range)
+MAX_DEPTH = 64  # levels of nested mappings and lists
 
 _UnionType: Any = getattr(types, "UnionType", None)  # X | Y on Python 3.10+
 _SEQUENCES = (list, tuple, set, frozenset, cabc.Sequence, cabc.MutableSequence, cabc.Set)
@@ -102,6 +106,28 @@ _NOWHERE = "<no file>"  # the mark of the synthetic empty mapping, which has no 
 
 # --------------------------------------------------------------------------------------------
 # Reading YAML
+
+
+class _TooDeep(yaml.MarkedYAMLError):
+    """Nesting beyond ``MAX_DEPTH``."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader with nesting bounded: its composer recurses once per level."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Optional[Node], index: Any) -> Optional[Node]:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooDeep(problem_mark=self.peek_event().start_mark)
+            node: Optional[Node] = super().compose_node(parent, index)  # type: ignore[misc]  # untyped in types-PyYAML
+            return node
+        finally:
+            self._depth -= 1
 
 
 def _empty_mapping() -> MappingNode:
@@ -139,7 +165,25 @@ def load_yaml(path: str) -> Node:
             source=path,
         ) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_BoundedLoader)
+    except _TooDeep as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+        raise ConfigError(
+            f"nested more than {MAX_DEPTH} levels deep; no setting needs that many, so the "
+            "file is probably malformed (unbalanced [ or {, or a run of '- ')",
+            source=path,
+            line=line,
+        ) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character
+        shown = f"U+{char:04X}" if isinstance(char, int) else repr(char)
+        raise ConfigError(
+            f"character {shown} at line {line} is not allowed in YAML; remove it, or write it "
+            "as an escape (\\x01) inside a double-quoted string",
+            source=path,
+            line=line,
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = " ".join(p for p in (exc.context, exc.problem) if p)
@@ -465,7 +509,7 @@ def _structure_literal(node: Node, options: Tuple[Any, ...], ctx: _Ctx) -> Any:
                 except ValueError:
                     pass
             elif isinstance(option, int):
-                if _INT_RE.match(text) and int(text) == option:
+                if len(text) <= _MAX_NUMBER and _INT_RE.match(text) and int(text) == option:
                     return option
             elif isinstance(option, str) and text == option:
                 return option
@@ -596,6 +640,12 @@ def _structure_scalar(node: Node, tp: type, ctx: _Ctx) -> Any:
     if _is_null(node):
         raise ctx.error(node, f"needs a value: expected {what}; write a value or remove the key")
     text = str(node.value)
+    if len(text) > _MAX_NUMBER and not issubclass(tp, str):
+        raise ctx.error(
+            node,
+            f"expected {what}, got a value of {len(text)} characters; no setting takes one "
+            f"over {_MAX_NUMBER}",
+        )
     if issubclass(tp, Duration):
         return _to_duration(node, text, ctx, tp)
     if issubclass(tp, ByteSize):
@@ -777,7 +827,7 @@ def plugin_filters(environ: Mapping[str, str]) -> Tuple[Optional[Tuple[str, ...]
 
 def _env_port(name: str, raw: str) -> int:
     text = raw.strip()
-    if not _INT_RE.match(text) or not 1 <= int(text) <= 65535:
+    if len(text) > 5 or not _INT_RE.match(text) or not 1 <= int(text) <= 65535:
         raise ConfigError(
             f"invalid port {_shorten(raw)!r}; write a number from 1 to 65535, e.g. 4000",
             source=name,
@@ -788,7 +838,7 @@ def _env_port(name: str, raw: str) -> int:
 def _env_whole(name: str, raw: str, what: str, unit: str, example: int) -> int:
     """A whole number, 0 or more, from the AWS extension's variables (TTLs, cache size)."""
     text = raw.strip()
-    if not _INT_RE.match(text) or int(text) < 0:
+    if len(text) > 18 or not _INT_RE.match(text) or int(text) < 0:
         raise ConfigError(
             f"invalid {what} {_shorten(raw)!r}; write a whole number of {unit}, 0 or more "
             f"(0 disables caching), e.g. {example}",
@@ -938,7 +988,16 @@ def load_settings(
         assert isinstance(node, MappingNode)
         root = node
         loaded = True
-    cache, config_sets_max, sections = _structure_sections(root, path, schemas, broken)
+    try:
+        cache, config_sets_max, sections = _structure_sections(root, path, schemas, broken)
+    except (ValueError, RecursionError, OverflowError) as exc:
+        # A backstop: every case known is reported above with its line; a file must never
+        # crash the extension (inside Lambda that would skip /extension/init/error).
+        raise ConfigError(
+            f"cannot be read ({type(exc).__name__}: {_shorten(str(exc), 200)}); check the "
+            "file against the README's configuration reference",
+            source=path,
+        ) from None
     cache = cache if cache is not None else CacheSettings()
 
     # The environment.
