@@ -101,7 +101,8 @@ def cmd_providers(args: argparse.Namespace) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     for b in registry.broken:
         print(f"BROKEN  plugin {b.plugin!r} from {b.distribution}: {b.error}")
-    return 0
+    # A broken plugin is an installation fault a script (or a layer build check) must see.
+    return 1 if registry.broken else 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from importlib import metadata
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -75,15 +76,26 @@ def load_plugins(
     A plugin that fails to import is logged with its name, distribution and error, and
     returned as a ``BrokenPlugin``; loading goes on. ``allow`` (if given) and ``deny`` filter
     by entry-point name (``CACHE_EXTENSION_PLUGINS`` / ``CACHE_EXTENSION_DISABLE_PLUGINS``).
+    Two distributions registering one entry-point name raise ``PluginError`` naming both
+    (pluggy would load one and drop the other without a word).
     """
     allowed = set(allow) if allow is not None else None
     denied = set(deny)
     broken: List[BrokenPlugin] = []
-    seen = set()
+    seen: Dict[str, metadata.EntryPoint] = {}
     for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
-        if ep.name in seen:  # the same distribution visible twice on sys.path
-            continue
-        seen.add(ep.name)
+        first = seen.get(ep.name)
+        skipped = ep.name in denied or (allowed is not None and ep.name not in allowed)
+        if first is not None:
+            if not skipped and _dist_key(first) != _dist_key(ep):
+                raise PluginError(
+                    f"two distributions register the plugin name {ep.name!r} (entry point group "
+                    f"{GROUP!r}): {_dist_label(first)} ({first.value}) and {_dist_label(ep)} "
+                    f"({ep.value}); uninstall one of them"
+                )
+            continue  # the same distribution visible twice on sys.path
+        seen[ep.name] = ep
+    for ep in seen.values():
         if ep.name in denied or (allowed is not None and ep.name not in allowed):
             pm.set_blocked(ep.name)
             log.info("plugin %r disabled by configuration", ep.name)
@@ -102,6 +114,17 @@ def load_plugins(
             )
             broken.append(b)
     return broken
+
+
+def _dist_key(ep: metadata.EntryPoint) -> str:
+    name = ep.dist.name if ep.dist is not None else "?"
+    return re.sub(r"[-_.]+", "-", name).lower()  # PEP 503 normalisation
+
+
+def _dist_label(ep: metadata.EntryPoint) -> str:
+    if ep.dist is None:
+        return "an unknown distribution"
+    return f"distribution {ep.dist.name!r} {ep.dist.version}"
 
 
 def _distribution_of(pm: pluggy.PluginManager, plugin: object) -> Tuple[str, str]:

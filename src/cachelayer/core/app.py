@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Dict, Mapping, Optional
+import threading
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import attrs
 
@@ -16,6 +18,64 @@ from cachelayer.plugins import ProviderRegistry, discover
 from cachelayer.provider import ProviderContext
 
 log = logging.getLogger("cachelayer")
+
+# How long SHUTDOWN waits for the plugins' cachelayer_shutdown hooks (when not told otherwise).
+SHUTDOWN_HOOK_TIMEOUT = 0.5
+# An INVOKE hook runs on the event loop: one slower than this is named in a warning.
+SLOW_HOOK = 0.1
+
+
+def call_hook(pm: Any, name: str, **kwargs: Any) -> None:
+    """Call every plugin's implementation of hook ``name``, in pluggy's order, each isolated:
+    one that raises is logged with its plugin's name and the others still run."""
+    _call_each(pm, name, kwargs, [])
+
+
+def _call_each(pm: Any, name: str, kwargs: Mapping[str, Any], progress: List[str]) -> None:
+    caller = getattr(pm.hook, name)
+    for impl in reversed(caller.get_hookimpls()):  # pluggy calls the last registered first
+        progress.append(impl.plugin_name)
+        started = time.monotonic()
+        try:
+            impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+        except Exception:
+            log.error(
+                "plugin %r: its %s hook raised; ignored, cachelayer goes on",
+                impl.plugin_name,
+                name,
+                exc_info=True,
+            )
+        elapsed = time.monotonic() - started
+        if elapsed > SLOW_HOOK:
+            log.warning(
+                "plugin %r: its %s hook took %.0f ms; hooks must return at once",
+                impl.plugin_name,
+                name,
+                elapsed * 1000,
+            )
+
+
+def call_hook_within(pm: Any, name: str, timeout: float, **kwargs: Any) -> bool:
+    """``call_hook`` in a helper thread, waiting at most ``timeout`` seconds; False (and a
+    warning) when a hook is still running then. The thread is a daemon: exit never waits."""
+    progress: List[str] = []
+    thread = threading.Thread(
+        target=_call_each,
+        args=(pm, name, kwargs, progress),
+        name=f"cachelayer-{name}",
+        daemon=True,
+    )
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        log.warning(
+            "plugin %r: its %s hook did not return within %.2f s; going on without it",
+            progress[-1] if progress else "?",
+            name,
+            timeout,
+        )
+        return False
+    return True
 
 
 @attrs.frozen
@@ -121,7 +181,9 @@ class Application:
                 ) from exc
         router = Router({route: info.provider for route, info in registry.by_route.items()})
         app = cls(settings, registry, cache, router, pm, client_factory)
-        pm.hook.cachelayer_startup(providers={n: i.provider for n, i in registry.by_name.items()})
+        call_hook(
+            pm, "cachelayer_startup", providers={n: i.provider for n, i in registry.by_name.items()}
+        )
         return app
 
     async def prefetch(self) -> StartupReport:
@@ -143,11 +205,12 @@ class Application:
         started = self.cache.refresh_ahead()
         if started:
             log.debug("refresh-ahead started for %d entries", started)
-        self.pm.hook.cachelayer_invoke(event=event)
+        call_hook(self.pm, "cachelayer_invoke", event=event)
 
-    def on_shutdown(self, reason: str) -> None:
-        """Announce shutdown to plugins."""
-        self.pm.hook.cachelayer_shutdown(reason=reason)
+    def on_shutdown(self, reason: str, timeout: float = SHUTDOWN_HOOK_TIMEOUT) -> None:
+        """Announce shutdown to plugins, waiting at most ``timeout`` seconds for their hooks:
+        shutdown stays inside its deadline whatever a plugin does."""
+        call_hook_within(self.pm, "cachelayer_shutdown", timeout, reason=reason)
 
     def stats(self) -> Dict[str, Dict[str, int]]:
         """Per-route counters, with every installed route listed."""

@@ -124,7 +124,7 @@ class _BoundedLoader(yaml.SafeLoader):
         try:
             if self._depth > MAX_DEPTH:
                 raise _TooDeep(problem_mark=self.peek_event().start_mark)
-            node: Optional[Node] = super().compose_node(parent, index)  # type: ignore[misc]  # untyped in types-PyYAML
+            node: Optional[Node] = super().compose_node(parent, index)
             return node
         finally:
             self._depth -= 1
