@@ -549,17 +549,17 @@ class TestEviction:
     def test_max_bytes_evicts_and_skips_oversized_values(
         self, serve: Serve, proxy: UpstreamProxy, ssm: Any
     ) -> None:
-        """With ``max_bytes: 5000`` two 800-byte values (and their names, metadata and
+        """With ``max_bytes: 6000`` two 800-byte values (and their names, metadata and
         overhead) fit and a third evicts the oldest; a value bigger than the whole budget is
         served but never cached."""
         for name in ("x1", "x2", "x3"):
             put(ssm, name, name[-1] * 800)
-        put(ssm, "huge", "h" * 4000)
-        live = serve("cache: {max_bytes: 5000}")
+        ssm.put_parameter(Name="huge", Value="h" * 7000, Type="String", Tier="Advanced")
+        live = serve("cache: {max_bytes: 6000}")
         for name in ("x1", "x2"):
             assert live.get(f"/parameters?name={name}").x_cache == "miss"
         two = live.stats()["parameters"]["bytes"]
-        assert 1600 < two <= 5000
+        assert 1600 < two <= 6000
         assert live.get("/parameters?name=x3").x_cache == "miss"
         stats = live.stats()["parameters"]
         assert (stats["evictions"], stats["entries"], stats["bytes"]) == (1, 2, two)
@@ -567,7 +567,7 @@ class TestEviction:
         assert live.get("/parameters?name=x1").x_cache == "miss"  # was evicted; evicts x3
         for _ in range(2):
             reply = live.get("/parameters?name=huge")
-            assert (reply.status, reply.x_cache, len(reply.body)) == (200, "miss", 4000)
+            assert (reply.status, reply.x_cache, len(reply.body)) == (200, "miss", 7000)
         stats = live.stats()["parameters"]
         assert (stats["evictions"], stats["entries"], stats["bytes"]) == (2, 2, two)
         assert proxy.count("GetParameter") == 4 + 2

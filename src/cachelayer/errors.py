@@ -77,21 +77,23 @@ class NotFoundError(CachelayerError):
 
 
 class UpstreamError(CachelayerError):
-    """The upstream service refused or failed, and retrying will not help (e.g. AccessDenied)."""
+    """The upstream service refused or failed, and retrying will not help (e.g. AccessDenied).
+
+    A key whose fetch fails so, with no value to serve, remembers the failure for a jittered
+    backoff; ``retry_after`` is set (seconds) on the error a read gets during it.
+    """
 
     code: ClassVar[str] = "UpstreamError"
+    retry_after: Optional[float] = None
 
 
 class TransientError(UpstreamError):
     """The upstream failed in a way that may pass: throttling, 5xx, connection refused/reset.
 
-    A cache entry whose refresh fails with this is served stale (stale-if-error); a key with
-    no value to serve remembers it for a jittered backoff. ``retry_after`` is set (seconds)
-    on the error a read gets during that backoff, when no upstream call was made.
+    A cache entry whose refresh fails with this is served stale (stale-if-error).
     """
 
     code: ClassVar[str] = "UpstreamUnavailable"
-    retry_after: Optional[float] = None
 
 
 class ThrottledError(TransientError):

@@ -260,7 +260,7 @@ class Cache:
                 if entry.value is None:
                     error = entry.error
                     assert error is not None
-                    if isinstance(error, TransientError):
+                    if isinstance(error, UpstreamError):
                         # Inside a failure's backoff: the same answer, no upstream call.
                         stats.backoff_hits += 1
                         error.retry_after = entry.expires_at - now
@@ -386,10 +386,15 @@ class Cache:
             exc = UpstreamError(
                 f"provider {item.route!r} failed unexpectedly ({type(exc).__name__}); see the extension's log"
             )
-        if not isinstance(exc, TransientError):
+        if not isinstance(exc, UpstreamError):  # e.g. a request botocore refused to send
             future.set_exception(exc)
             return
-        if entry is not None and entry.value is not None and self._within_stale(entry, now):
+        if (
+            isinstance(exc, TransientError)
+            and entry is not None
+            and entry.value is not None
+            and self._within_stale(entry, now)
+        ):
             entry.failures += 1
             entry.retry_at = now + self._backoff(entry.failures, exc)
             log.warning(
@@ -401,8 +406,9 @@ class Cache:
             )
             future.set_result(Lookup(entry.value, "stale", now - entry.fetched_at, 0.0))
             return
-        # Nothing to serve: remember the failure for a backoff, so that client load during an
-        # outage never becomes upstream load (about one call per key per backoff).
+        # Nothing to serve (or a failure that is not transient): remember it for a backoff, so
+        # that client load during an outage never becomes upstream load (about one call per
+        # key per backoff).
         failures = entry.failures + 1 if entry is not None and entry.error is not None else 1
         if self.policy.max_entries > 0:
             backoff = self._backoff(failures, exc)

@@ -88,14 +88,16 @@ def _memo_response(memo: Memo, lookup: Any, server: Server) -> bytes:
     remaining = int(lookup.remaining)
     if memo[2] is not value or memo[3] != age or memo[4] != remaining:
         size = len(memo[5])
-        memo[5] = render_value(value.body, value.content_type, lookup.state, age, remaining)
+        data = render_value(value.body, value.content_type, lookup.state, age, remaining)
+        memo[5] = data
         memo[2] = value
         memo[3] = age
         memo[4] = remaining
-        if len(memo[5]) != size:
-            server.charge_memo(memo)
-    data: bytes = memo[5]
-    return data
+        if len(data) != size:
+            server.charge_memo(memo)  # may forget this very memo when over the budget
+        return data
+    rendered: bytes = memo[5]
+    return rendered
 
 
 def _render_lookup(lookup: Any, conn: bytes, head: bool) -> bytes:

@@ -226,7 +226,7 @@ class Server:
     # -- per-URL memos, counted against the cache's max_bytes ---------------------------
 
     def _memo_budget(self) -> int:
-        return max(64 * 1024, int(self.app.cache.policy.max_bytes) // 4)
+        return int(self.app.cache.policy.max_bytes) // 4
 
     @staticmethod
     def _memo_cost(url: bytes, memo: Memo) -> int:
@@ -237,14 +237,16 @@ class Server:
     def add_memo(self, url: bytes, memo: Memo) -> None:
         """Remember ``memo`` for ``url``, within the memo count and byte bounds."""
         routes = self.routes
+        before = self._memo_bytes
         old = routes.pop(url, None)
         if old is not None:
             self._forget_memo(old)
+        while len(routes) >= Limits.route_memo:
+            self._forget_memo(routes.pop(next(iter(routes))))
         memo.append(url)  # memo[7]: its own URL, for re-costing
         routes[url] = memo
+        self.app.cache.hold(self._memo_bytes - before)
         self.charge_memo(memo)
-        while len(routes) > Limits.route_memo:
-            self._forget_memo(routes.pop(next(iter(routes))))
 
     def charge_memo(self, memo: Memo) -> None:
         """Count ``memo``'s bytes again (its rendered response changed); drop the oldest memos
@@ -252,18 +254,19 @@ class Server:
         routes = self.routes
         if routes.get(memo[7]) is not memo:
             return  # forgotten already (a connection still held it): counted for nothing
+        before = self._memo_bytes
         cost = self._memo_cost(memo[7], memo)
-        delta = cost - memo[6]
+        self._memo_bytes += cost - memo[6]
         memo[6] = cost
-        self._memo_bytes += delta
-        self.app.cache.hold(delta)
         budget = self._memo_budget()
         while self._memo_bytes > budget and routes:
             self._forget_memo(routes.pop(next(iter(routes))))
+        # Memos first make room among themselves; the cache evicts entries only for the rest.
+        self.app.cache.hold(self._memo_bytes - before)
 
     def _forget_memo(self, memo: Memo) -> None:
+        """Drop ``memo``'s bytes from the memo total (the caller tells the cache)."""
         self._memo_bytes -= memo[6]
-        self.app.cache.hold(-memo[6])
         memo[6] = 0
         memo[2] = None  # nothing pinned: a request memo still pointing here re-renders
         memo[5] = b""
