@@ -6,7 +6,7 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import attrs
 
@@ -28,13 +28,13 @@ SLOW_HOOK = 0.1
 def call_hook(pm: Any, name: str, **kwargs: Any) -> None:
     """Call every plugin's implementation of hook ``name``, in pluggy's order, each isolated:
     one that raises is logged with its plugin's name and the others still run."""
-    _call_each(pm, name, kwargs, [])
+    _call_each(pm, name, kwargs)
 
 
-def _call_each(pm: Any, name: str, kwargs: Mapping[str, Any], progress: List[str]) -> None:
+def _call_each(pm: Any, name: str, kwargs: Mapping[str, Any], only: Any = None) -> None:
     caller = getattr(pm.hook, name)
-    for impl in reversed(caller.get_hookimpls()):  # pluggy calls the last registered first
-        progress.append(impl.plugin_name)
+    impls = [only] if only is not None else reversed(caller.get_hookimpls())
+    for impl in impls:  # pluggy calls the last registered first
         started = time.monotonic()
         try:
             impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
@@ -56,26 +56,33 @@ def _call_each(pm: Any, name: str, kwargs: Mapping[str, Any], progress: List[str
 
 
 def call_hook_within(pm: Any, name: str, timeout: float, **kwargs: Any) -> bool:
-    """``call_hook`` in a helper thread, waiting at most ``timeout`` seconds; False (and a
-    warning) when a hook is still running then. The thread is a daemon: exit never waits."""
-    progress: List[str] = []
-    thread = threading.Thread(
-        target=_call_each,
-        args=(pm, name, kwargs, progress),
-        name=f"cachelayer-{name}",
-        daemon=True,
-    )
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        log.warning(
-            "plugin %r: its %s hook did not return within %.2f s; going on without it",
-            progress[-1] if progress else "?",
-            name,
-            timeout,
+    """Call every plugin's implementation of hook ``name`` at once, each in its own daemon
+    thread, each isolated as in ``call_hook``; wait at most ``timeout`` seconds in all. A hook
+    still running then is named in a warning and left behind (exit never waits for it): one
+    plugin that blocks neither delays the others nor the caller. True if all returned."""
+    threads = []
+    for impl in reversed(getattr(pm.hook, name).get_hookimpls()):
+        thread = threading.Thread(
+            target=_call_each,
+            args=(pm, name, kwargs, impl),
+            name=f"cachelayer-{name}-{impl.plugin_name}",
+            daemon=True,
         )
-        return False
-    return True
+        thread.start()
+        threads.append((impl.plugin_name, thread))
+    deadline = time.monotonic() + timeout
+    done = True
+    for plugin, thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            done = False
+            log.warning(
+                "plugin %r: its %s hook did not return within %.2f s; going on without it",
+                plugin,
+                name,
+                timeout,
+            )
+    return done
 
 
 @attrs.frozen
