@@ -375,6 +375,7 @@ BAD_FILES = {
     "5000-nested-dashes": ("parameters:\n" + "- " * 5000 + "x\n", 2),
     "3000-nested-braces": ("{a: " * 3000, 1),
     "control-character": ("cache:\n  ttl: 1s\x01\n", 2),
+    "escape-beyond-unicode": ('cache:\n  ttl: "\\U99999999"\n', 2),  # found by test_fuzz
 }
 
 

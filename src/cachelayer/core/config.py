@@ -164,8 +164,18 @@ def load_yaml(path: str) -> Node:
             f"cannot read config file: {exc.strerror or exc}; check its permissions",
             source=path,
         ) from None
+    loader = _BoundedLoader(text)
     try:
-        node = yaml.compose(text, Loader=_BoundedLoader)
+        node = loader.get_single_node()
+    except (ValueError, OverflowError) as exc:
+        # PyYAML's scanner turns an escape such as "\U99999999" into chr() without a check.
+        at = loader.get_mark().line + 1
+        raise ConfigError(
+            f"invalid escape or character at line {at} ({exc}); fix the escape sequence "
+            "in the double-quoted string (\\uXXXX or \\UXXXXXXXX up to 10FFFF)",
+            source=path,
+            line=at,
+        ) from None
     except _TooDeep as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
         raise ConfigError(
@@ -197,6 +207,8 @@ def load_yaml(path: str) -> Node:
         raise ConfigError(f"YAML syntax error: {what}", source=path) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"YAML error: {exc}", source=path) from None
+    finally:
+        loader.dispose()
     if node is None:
         return _empty_mapping()
     if not isinstance(node, MappingNode):
@@ -415,6 +427,12 @@ def _mapping_items(node: MappingNode, ctx: _Ctx) -> List[Tuple[str, Node, Node]]
                 f"a key must be a plain name, got {_describe_node(knode)}; write 'name: value'",
             )
         key = str(knode.value)
+        if len(key) > _MAX_NUMBER:
+            raise ctx.error(
+                knode,
+                f"a key of {len(key)} characters ({_shorten(key)!r}); keys are setting and "
+                f"section names, none over {_MAX_NUMBER} characters",
+            )
         if key in seen:
             raise ctx.error(
                 knode,
