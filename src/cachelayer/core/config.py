@@ -164,12 +164,13 @@ def load_yaml(path: str) -> Node:
             f"cannot read config file: {exc.strerror or exc}; check its permissions",
             source=path,
         ) from None
-    loader = _BoundedLoader(text)
+    loader: Optional[_BoundedLoader] = None
     try:
+        loader = _BoundedLoader(text)  # checks every character first
         node = loader.get_single_node()
     except (ValueError, OverflowError) as exc:
         # PyYAML's scanner turns an escape such as "\U99999999" into chr() without a check.
-        at = loader.get_mark().line + 1
+        at = loader.get_mark().line + 1 if loader is not None else 1
         raise ConfigError(
             f"invalid escape or character at line {at} ({exc}); fix the escape sequence "
             "in the double-quoted string (\\uXXXX or \\UXXXXXXXX up to 10FFFF)",
@@ -208,7 +209,8 @@ def load_yaml(path: str) -> Node:
     except yaml.YAMLError as exc:
         raise ConfigError(f"YAML error: {exc}", source=path) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if node is None:
         return _empty_mapping()
     if not isinstance(node, MappingNode):
