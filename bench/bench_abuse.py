@@ -236,11 +236,14 @@ def memory(endpoint: str, names: int, max_bytes: int, log: Path) -> Tuple[int, i
             # Warm up: imports, the botocore client, the first memos and entries.
             for i in range(200):
                 get(port, token, f"/parameters?name=warm{i:04d}" + "w" * 8092)
+            time.sleep(2.5)
             before = rss_kib(proc.pid)
             lock = threading.Lock()
             todo = iter(range(names))
 
-            def worker(lock: threading.Lock = lock, todo: Iterator[int] = todo) -> None:
+            def worker(
+                lock: threading.Lock = lock, todo: Iterator[int] = todo, spread: bool = spread
+            ) -> None:
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
                 while True:
                     with lock:
@@ -256,6 +259,7 @@ def memory(endpoint: str, names: int, max_bytes: int, log: Path) -> Tuple[int, i
                 t.start()
             for t in threads:
                 t.join()
+            time.sleep(2.5)  # the server hands freed memory back once a second
             results.append(rss_kib(proc.pid) - before)
     return results[0], results[1]
 

@@ -123,14 +123,20 @@ def _key_bytes(item: Item) -> int:
 _E = TypeVar("_E", bound=BaseException)
 
 
-def _detach(exc: _E) -> _E:
-    """``exc`` without its traceback and causes, fit to be kept: a botocore error behind it
-    holds the whole response, and a traceback every frame's locals."""
-    exc.__traceback__ = None
-    exc.__cause__ = None
-    exc.__context__ = None
-    exc.__suppress_context__ = True
-    return exc
+def _copy_error(exc: _E) -> _E:
+    """A copy of ``exc`` with no traceback and no causes, fit to be kept or raised: a botocore
+    error behind it holds the whole response, and a traceback every frame's locals. The one
+    kept is never raised itself (a raise would hang that raise's frames on it)."""
+    cls = type(exc)
+    try:
+        copy = cls.__new__(cls, *exc.args)
+        copy.__dict__.update(vars(exc))
+    except Exception:  # an exception type that cannot be copied: keep it, stripped
+        copy = exc
+        copy.__traceback__ = None
+        copy.__cause__ = copy.__context__ = None
+    copy.__suppress_context__ = True
+    return copy
 
 
 def _error_bytes(exc: BaseException) -> int:
@@ -226,6 +232,7 @@ class Cache:
         self._entries: collections.OrderedDict[Key, Entry] = collections.OrderedDict()
         self._bytes = 0
         self._held = 0  # bytes held for the cache's users (the server's memos), see ``hold``
+        self.released = 0  # bytes of entries dropped or evicted, ever (for the allocator)
         self._inflight: Dict[Key, asyncio.Future[Lookup]] = {}
         self._background: Set[asyncio.Task[Any]] = set()
         self._stats: Dict[str, RouteStats] = collections.defaultdict(RouteStats)
@@ -258,17 +265,15 @@ class Cache:
             if now < entry.expires_at:
                 self._entries.move_to_end(key)
                 if entry.value is None:
-                    error = entry.error
-                    assert error is not None
+                    assert entry.error is not None
+                    error = _copy_error(entry.error)
                     if isinstance(error, UpstreamError):
                         # Inside a failure's backoff: the same answer, no upstream call.
                         stats.backoff_hits += 1
                         error.retry_after = entry.expires_at - now
                     else:
                         stats.negative_hits += 1
-                    # Re-raising one stored instance would chain every raise's frames onto
-                    # its traceback: it would grow with each negative hit.
-                    raise error.with_traceback(None)
+                    raise error
                 entry.read_since_refresh = True
                 stats.hits += 1
                 return Lookup(entry.value, "hit", now - entry.fetched_at, entry.expires_at - now)
@@ -375,7 +380,7 @@ class Cache:
         now = self._clock()
         entry = self._entries.get(item.key)
         if isinstance(exc, NotFoundError):
-            self._remember_not_found(provider, item, _detach(exc), now)
+            self._remember_not_found(provider, item, _copy_error(exc), now)
             future.set_exception(exc)
             return
         stats.upstream_errors += 1
@@ -412,7 +417,7 @@ class Cache:
         failures = entry.failures + 1 if entry is not None and entry.error is not None else 1
         if self.policy.max_entries > 0:
             backoff = self._backoff(failures, exc)
-            failed = _detach(exc)
+            failed = _copy_error(exc)
             held = Entry(
                 item, provider, stats, None, failed, 0.0, now, now + backoff, failures=failures
             )
@@ -426,7 +431,7 @@ class Cache:
                 failed.code,
                 backoff,
             )
-            failed.retry_after = backoff
+            exc.retry_after = backoff  # for the readers waiting now
         future.set_exception(exc)
 
     def _backoff(self, failures: int, exc: BaseException) -> float:
@@ -479,6 +484,7 @@ class Cache:
         ):
             _, old = entries.popitem(last=False)
             self._bytes -= old.size
+            self.released += old.size
             old.stats.evictions += 1
 
     def hold(self, delta: int) -> None:
@@ -493,6 +499,7 @@ class Cache:
         old = self._entries.pop(key, None)
         if old is not None:
             self._bytes -= old.size
+            self.released += old.size
 
     def _spawn(self, future: asyncio.Future[Any]) -> None:
         async def quiet() -> None:
@@ -569,7 +576,7 @@ class Cache:
                 fetched += 1
                 continue
             if isinstance(result, NotFoundError):
-                self._remember_not_found(provider, item, _detach(result), self._clock())
+                self._remember_not_found(provider, item, _copy_error(result), self._clock())
             else:
                 self._stats[item.route].upstream_errors += 1
             reason = str(result) if isinstance(result, CachelayerError) else type(result).__name__

@@ -7,7 +7,7 @@ import contextlib
 import errno
 import ipaddress
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 
 import attrs
 
@@ -23,6 +23,24 @@ DEFAULT_HOSTS = ("127.0.0.1", "::1")
 
 # Errors that mean "this host has no such address / family": skip that listener quietly.
 _UNAVAILABLE = {errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT}
+
+
+# Once this many bytes of entries have been dropped since the last time, hand the free memory
+# back to the system (see _trim_memory).
+TRIM_AFTER = 1024 * 1024
+
+
+def _malloc_trim() -> Optional[Callable[[], Any]]:
+    """glibc's ``malloc_trim(0)``, or None where there is none (musl, macOS)."""
+    try:
+        import ctypes
+
+        trim = ctypes.CDLL(None).malloc_trim
+    except (ImportError, OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return lambda: trim(0)
 
 
 def _check_loopback(host: str) -> None:
@@ -286,8 +304,20 @@ class Server:
         idle = max(1, round(self.idle_timeout))
         request = max(1, round(self.request_timeout))
         pending = max(1, round(self.pending_timeout))
+        cache = self.app.cache
+        trimmed = cache.released
+        trim: Any = False  # not looked up yet
         while True:
             await asyncio.sleep(1.0)
             self.tick += 1
             for conn in list(self._connections):
                 conn.check_timeouts(self.tick, idle, request, pending)
+            if cache.released - trimmed >= TRIM_AFTER:
+                # The evicted names, values and errors were allocated between short-lived
+                # buffers (requests, responses, AWS answers): glibc keeps the pages in between
+                # mapped, and RSS would grow far past max_bytes. Give them back.
+                trimmed = cache.released
+                if trim is False:
+                    trim = _malloc_trim()
+                if trim is not None:
+                    trim()
