@@ -11,6 +11,7 @@ __all__ = [
     "NotFoundError",
     "PluginError",
     "RouteNotFoundError",
+    "ThrottlingError",
     "TransientError",
     "UpstreamError",
     "UpstreamTimeoutError",
@@ -88,6 +89,13 @@ class TransientError(UpstreamError):
     """
 
     code: ClassVar[str] = "UpstreamUnavailable"
+
+
+class ThrottlingError(TransientError):
+    """The upstream throttled the call (ThrottlingException, TooManyRequests, SlowDown...).
+
+    Transient like any other; told apart so the cache can count throttles for the metrics.
+    """
 
 
 class UpstreamTimeoutError(TransientError):

@@ -10,6 +10,7 @@ import attrs
 
 from cachelayer.core.cache import Cache, CachePolicy, PrefetchReport, current_route
 from cachelayer.core.config import Settings, load_settings, plugin_filters
+from cachelayer.core.metrics import EmfMetrics
 from cachelayer.core.router import Router
 from cachelayer.errors import CachelayerError, ConfigError
 from cachelayer.plugins import ProviderRegistry, discover
@@ -43,6 +44,7 @@ class Application:
     router: Router
     pm: Any
     clients: Any = None
+    metrics: Optional[EmfMetrics] = None
 
     @classmethod
     def from_environment(
@@ -54,12 +56,15 @@ class Application:
         pm: Any = None,
         client_factory: Any = None,
         clock: Optional[Callable[[], float]] = None,
+        metrics_write: Optional[Callable[[str], None]] = None,
+        wall_clock: Optional[Callable[[], float]] = None,
     ) -> Application:
         """Discover plugins, load and validate settings, configure providers. No network I/O.
 
         Raises ConfigError or PluginError with a message fit to show the user as is.
         ``client_factory`` replaces the boto3 client factory and ``clock`` the cache's
-        monotonic clock (tests and benchmarks).
+        monotonic clock (tests and benchmarks); ``metrics_write`` and ``wall_clock`` replace
+        stdout and ``time.time`` for the EMF metrics.
         """
         allow, deny = plugin_filters(environ)
         pm, registry = discover(allow=allow, deny=deny, pm=pm)
@@ -118,7 +123,15 @@ class Application:
                     key=name,
                 ) from exc
         router = Router({route: info.provider for route, info in registry.by_route.items()})
-        app = cls(settings, registry, cache, router, pm, client_factory)
+        metrics = None
+        if settings.cache.metrics == "emf":
+            metrics = EmfMetrics(
+                namespace=settings.cache.metrics_namespace,
+                function_name=environ.get("AWS_LAMBDA_FUNCTION_NAME", ""),
+                write=metrics_write,
+                **({"clock": wall_clock} if wall_clock is not None else {}),
+            )
+        app = cls(settings, registry, cache, router, pm, client_factory, metrics)
         pm.hook.cachelayer_startup(providers={n: i.provider for n, i in registry.by_name.items()})
         return app
 
@@ -141,10 +154,14 @@ class Application:
         started = self.cache.refresh_ahead()
         if started:
             log.debug("refresh-ahead started for %d entries", started)
+        if self.metrics is not None:
+            self.metrics.on_invoke(self.stats())
         self.pm.hook.cachelayer_invoke(event=event)
 
     def on_shutdown(self, reason: str) -> None:
-        """Announce shutdown to plugins."""
+        """Emit the last metrics, and announce shutdown to plugins."""
+        if self.metrics is not None:
+            self.metrics.on_shutdown(self.stats())
         self.pm.hook.cachelayer_shutdown(reason=reason)
 
     def stats(self) -> Dict[str, Dict[str, int]]:

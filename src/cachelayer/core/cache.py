@@ -27,7 +27,13 @@ from typing import (
 
 import attrs
 
-from cachelayer.errors import CachelayerError, NotFoundError, TransientError, UpstreamError
+from cachelayer.errors import (
+    CachelayerError,
+    NotFoundError,
+    ThrottlingError,
+    TransientError,
+    UpstreamError,
+)
 from cachelayer.provider import Item, Provider, SupportsFetchMany, SupportsRefresh, Value
 
 log = logging.getLogger("cachelayer.cache")
@@ -102,6 +108,7 @@ class RouteStats:
         "not_modified",
         "refreshes_ahead",
         "stale",
+        "throttles",
         "upstream_calls",
         "upstream_errors",
     )
@@ -109,7 +116,7 @@ class RouteStats:
     def __init__(self) -> None:
         self.hits = self.misses = self.stale = self.negative_hits = 0
         self.upstream_calls = self.upstream_errors = self.evictions = self.refreshes_ahead = 0
-        self.not_modified = 0
+        self.not_modified = self.throttles = 0
 
     def as_dict(self) -> Dict[str, int]:
         return {name: getattr(self, name) for name in sorted(self.__slots__)}
@@ -260,10 +267,15 @@ class Cache:
 
     def _call_provider(self, fn: Callable[..., Any], route: str, *args: Any) -> Any:
         _current.route = route
+        _current.calls = 0
         try:
             return fn(*args)
         finally:
             _current.route = None
+            if not _current.calls:
+                # A provider that calls no AWS client (HTTP, a database, a file): its call
+                # is the upstream call.
+                self.count_upstream_call(route)
 
     def _settle_failure(
         self, future: asyncio.Future[Lookup], provider: Provider, item: Item, exc: BaseException
@@ -276,6 +288,8 @@ class Cache:
             future.set_exception(exc)
             return
         stats.upstream_errors += 1
+        if isinstance(exc, ThrottlingError):
+            stats.throttles += 1
         if not isinstance(exc, CachelayerError):
             # A provider bug or an unclassified library error: never show its text (it might
             # hold a value), log it whole for the operator.
@@ -421,6 +435,8 @@ class Cache:
                 self._remember_not_found(provider, item, result, self._clock())
             else:
                 self._stats[item.route].upstream_errors += 1
+                if isinstance(result, ThrottlingError):
+                    self._stats[item.route].throttles += 1
             reason = str(result) if isinstance(result, CachelayerError) else type(result).__name__
             failed[item.key] = reason
             log.warning(
@@ -438,6 +454,8 @@ class Cache:
         stats = self._stats.get(route) if route is not None else None
         if stats is None:  # not a provider call started by ``_run``
             return
+        if route == current_route():
+            _current.calls = getattr(_current, "calls", 0) + 1
         with self._lock:
             stats.upstream_calls += 1
 
@@ -454,7 +472,7 @@ class Cache:
 
     def stats(self, routes: Iterable[str] = ()) -> Dict[str, Dict[str, int]]:
         """Per route: hits, misses, stale, negative_hits, upstream_calls, upstream_errors,
-        evictions, refreshes_ahead, entries, bytes. ``routes`` are listed even when idle."""
+        throttles, evictions, refreshes_ahead, entries, bytes. ``routes`` are listed even when idle."""
         out: Dict[str, Dict[str, int]] = {}
         for route in set(routes) | set(self._stats):
             d = self._stats[route].as_dict()

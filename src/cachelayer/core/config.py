@@ -17,6 +17,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from cachelayer.core.durations import DURATION_HINT, format_duration, parse_bool, parse_duration
+from cachelayer.core.metrics import DEFAULT_NAMESPACE, check_namespace
 from cachelayer.errors import ConfigError, PluginError
 from cachelayer.provider import Duration
 
@@ -49,6 +50,8 @@ KNOWN_ENV: Tuple[str, ...] = (
     "CACHE_EXTENSION_LOG_LEVEL",
     "CACHE_EXTENSION_PLUGINS",
     "CACHE_EXTENSION_DISABLE_PLUGINS",
+    "CACHE_EXTENSION_METRICS",
+    "CACHE_EXTENSION_METRICS_NAMESPACE",
     # Read by the layer's launcher, not by Python; known so they draw no warning.
     "CACHE_EXTENSION_PYTHON",
     "CACHE_EXTENSION_NAME",
@@ -695,6 +698,12 @@ def _fraction(instance: Any, attribute: Any, value: float) -> None:
         raise ValueError(f"{attribute.name} must be between 0 and 1, got {value}", attribute)
 
 
+def _namespace(instance: Any, attribute: Any, value: str) -> None:
+    problem = check_namespace(value)
+    if problem is not None:
+        raise ValueError(f"invalid namespace {value!r}: {problem}", attribute)
+
+
 @attrs.frozen
 class CacheSettings:
     """The ``cache:`` section: global cache settings (durations and fractions in seconds/0..1).
@@ -710,6 +719,8 @@ class CacheSettings:
     stale_if_error: Duration = attrs.field(default=Duration(3600.0), validator=_not_negative)
     refresh_ahead: Ratio = attrs.field(default=Ratio(0.2), validator=_fraction)
     init_startup: Optional[bool] = None
+    metrics: Literal["off", "emf"] = "off"
+    metrics_namespace: str = attrs.field(default=DEFAULT_NAMESPACE, validator=_namespace)
 
 
 @attrs.frozen
@@ -1035,6 +1046,24 @@ def load_settings(
             )
         else:
             cache = attrs.evolve(cache, max_entries=size)
+    if "CACHE_EXTENSION_METRICS" in environ:
+        cache = attrs.evolve(
+            cache,
+            metrics=_env_choice(
+                "CACHE_EXTENSION_METRICS",
+                environ["CACHE_EXTENSION_METRICS"],
+                {"EMF": "emf", "OFF": "off"},
+            ),
+        )
+    if "CACHE_EXTENSION_METRICS_NAMESPACE" in environ:
+        namespace = environ["CACHE_EXTENSION_METRICS_NAMESPACE"]
+        problem = check_namespace(namespace)
+        if problem is not None:
+            raise ConfigError(
+                f"invalid namespace {_shorten(namespace)!r}: {problem}",
+                source="CACHE_EXTENSION_METRICS_NAMESPACE",
+            )
+        cache = attrs.evolve(cache, metrics_namespace=namespace)
     if "PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED" in environ:
         raw = environ["PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED"]
         try:
