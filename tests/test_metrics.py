@@ -4,6 +4,7 @@ and at SHUTDOWN, checked against the format's rules; and the counters behind the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -90,7 +91,11 @@ EMF_SCHEMA: Dict[str, Any] = {
                                     "required": ["Name"],
                                     "additionalProperties": False,
                                     "properties": {
-                                        "Name": {"type": "string", "minLength": 1, "maxLength": 1024},
+                                        "Name": {
+                                            "type": "string",
+                                            "minLength": 1,
+                                            "maxLength": 1024,
+                                        },
                                         "Unit": {"enum": UNITS},
                                         "StorageResolution": {"enum": [1, 60]},
                                     },
@@ -198,10 +203,8 @@ def make_app(
 async def read(app: Application, name: str, times: int = 1) -> None:
     provider, item = app.router.resolve("kv", {"name": name})
     for _ in range(times):
-        try:
+        with contextlib.suppress(cachelayer.CachelayerError):
             await app.cache.get(provider, item)
-        except cachelayer.CachelayerError:
-            pass
 
 
 def by_route(lines: List[str]) -> Dict[str, Dict[str, Any]]:
