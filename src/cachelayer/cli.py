@@ -75,11 +75,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_providers(args: argparse.Namespace) -> int:
     from cachelayer.core.config import plugin_filters
-    from cachelayer.plugins import discover
+    from cachelayer.plugins import discover, filter_warnings, filtered_out
 
     allow, deny = plugin_filters(os.environ)
     try:
-        _, registry = discover(allow=allow, deny=deny)
+        pm, registry = discover(allow=allow, deny=deny)
     except CachelayerError as exc:
         print(f"cachelayer: {exc}", file=sys.stderr)
         return 2
@@ -101,6 +101,10 @@ def cmd_providers(args: argparse.Namespace) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     for b in registry.broken:
         print(f"BROKEN  plugin {b.plugin!r} from {b.distribution}: {b.error}")
+    for name in filtered_out(pm):
+        print(f"FILTERED OUT  plugin {name!r} (CACHE_EXTENSION_PLUGINS / _DISABLE_PLUGINS)")
+    for warning in filter_warnings(allow, deny):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -13,7 +13,13 @@ from cachelayer.core.config import Settings, load_settings, plugin_filters
 from cachelayer.core.metrics import EmfMetrics
 from cachelayer.core.router import Router
 from cachelayer.errors import CachelayerError, ConfigError
-from cachelayer.plugins import ProviderRegistry, discover
+from cachelayer.plugins import (
+    ProviderRegistry,
+    canonical_name,
+    discover,
+    filter_warnings,
+    filtered_out,
+)
 from cachelayer.provider import ProviderContext
 
 log = logging.getLogger("cachelayer")
@@ -73,9 +79,23 @@ class Application:
             for name, info in registry.by_name.items()
         }
         broken = {b.plugin: f"{b.error} (distribution {b.distribution})" for b in registry.broken}
-        settings = load_settings(
-            environ, schemas, config_path=config_path, port=port, broken=broken
+        filters = ", ".join(
+            f"{k}={environ[k]}"
+            for k in ("CACHE_EXTENSION_PLUGINS", "CACHE_EXTENSION_DISABLE_PLUGINS")
+            if k in environ
         )
+        disabled = {canonical_name(n): f"filtered out by {filters}" for n in filtered_out(pm)}
+        settings = load_settings(
+            environ,
+            schemas,
+            config_path=config_path,
+            port=port,
+            broken=broken,
+            disabled=disabled,
+        )
+        plugin_warnings = filter_warnings(allow, deny)
+        if plugin_warnings:
+            settings = attrs.evolve(settings, warnings=(*settings.warnings, *plugin_warnings))
         for warning in settings.warnings:
             log.warning("%s", warning)
 

@@ -752,7 +752,7 @@ def _split_list(name: str, value: str) -> Tuple[str, ...]:
         if not re.match(r"^[A-Za-z0-9_.\-]+$", n):
             raise ConfigError(
                 f"invalid plugin name {n!r}; write plugin (entry point) names separated by commas, "
-                "e.g. ssm,secrets",
+                "e.g. parameters,secrets",
                 source=name,
             )
     return names
@@ -771,7 +771,7 @@ def plugin_filters(environ: Mapping[str, str]) -> Tuple[Optional[Tuple[str, ...]
         if not allow:
             raise ConfigError(
                 "is empty, which would load no provider at all; unset it to load every "
-                "installed plugin, or list the ones to load, e.g. ssm,secrets",
+                "installed plugin, or list the ones to load, e.g. parameters,secrets",
                 source="CACHE_EXTENSION_PLUGINS",
             )
     deny = _split_list(
@@ -844,6 +844,7 @@ def _structure_sections(
     source: str,
     schemas: Mapping[str, Any],
     broken: Mapping[str, str],
+    disabled: Mapping[str, str] = {},
 ) -> Tuple[Optional[CacheSettings], bool, Dict[str, Any]]:
     """``(cache, whether cache.max_entries is written in the file, provider sections)``."""
     ctx = _Ctx(source, "")
@@ -869,6 +870,14 @@ def _structure_sections(
                 knode,
                 f"section {key!r} belongs to plugin {key!r}, which failed to load: {broken[key]}; "
                 "fix or reinstall that plugin, or remove the section",
+                key,
+            )
+        if key in disabled and key not in schemas:
+            raise ctx.error(
+                knode,
+                f"section {key!r} belongs to plugin {key!r}, which is installed but not loaded: "
+                f"{disabled[key]}; remove it from CACHE_EXTENSION_DISABLE_PLUGINS or add it to "
+                "CACHE_EXTENSION_PLUGINS, or remove the section",
                 key,
             )
         if key not in schemas:
@@ -909,11 +918,13 @@ def load_settings(
     config_path: Optional[str] = None,
     port: Optional[int] = None,
     broken: Mapping[str, str] = {},
+    disabled: Mapping[str, str] = {},
 ) -> Settings:
     """Resolve the settings from the environment, the config file and the command line.
 
     ``schemas`` maps each installed provider's section to its ``config_schema``; ``broken``
-    maps a section to the load error of a broken plugin of that name. Raises ``ConfigError``
+    maps a section to the load error of a broken plugin of that name, ``disabled`` a section
+    to why its installed plugin was filtered out. Raises ``ConfigError``
     (naming the file and line, or the variable) for anything invalid.
     """
     if "cache" in schemas:
@@ -943,7 +954,7 @@ def load_settings(
         assert isinstance(node, MappingNode)
         root = node
         loaded = True
-    cache, config_sets_max, sections = _structure_sections(root, path, schemas, broken)
+    cache, config_sets_max, sections = _structure_sections(root, path, schemas, broken, disabled)
     cache = cache if cache is not None else CacheSettings()
 
     # The environment.
