@@ -176,14 +176,17 @@ class Cache:
         entry.stats.hits += 1
         return Lookup(entry.value, "hit", now - entry.fetched_at, entry.expires_at - now)
 
-    async def get(self, provider: Provider, item: Item) -> Lookup:
+    async def get(self, provider: Provider, item: Item, *, refresh: bool = False) -> Lookup:
         """Read ``item``: a hit, or one coalesced upstream fetch, or a stale value if upstream
-        fails transiently. Raises NotFoundError / UpstreamError / TransientError."""
+        fails transiently. Raises NotFoundError / UpstreamError / TransientError.
+
+        ``refresh`` skips the cached value and fetches now (joining a fetch already in
+        flight for the key, so concurrent refreshes still make one upstream call)."""
         key = item.key
         stats = self._stats[item.route]
         now = self._clock()
         entry = self._entries.get(key)
-        if entry is not None:
+        if entry is not None and not refresh:
             if now < entry.expires_at:
                 self._entries.move_to_end(key)
                 if entry.value is None:
