@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Callable, Dict, Mapping, Optional
 
 import attrs
@@ -149,7 +150,7 @@ class Application:
                 namespace=settings.cache.metrics_namespace,
                 function_name=environ.get("AWS_LAMBDA_FUNCTION_NAME", ""),
                 write=metrics_write,
-                **({"clock": wall_clock} if wall_clock is not None else {}),
+                clock=wall_clock or time.time,
             )
         app = cls(settings, registry, cache, router, pm, client_factory, metrics)
         pm.hook.cachelayer_startup(providers={n: i.provider for n, i in registry.by_name.items()})

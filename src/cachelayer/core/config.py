@@ -1058,14 +1058,12 @@ def load_settings(
         else:
             cache = attrs.evolve(cache, max_entries=size)
     if "CACHE_EXTENSION_METRICS" in environ:
-        cache = attrs.evolve(
-            cache,
-            metrics=_env_choice(
-                "CACHE_EXTENSION_METRICS",
-                environ["CACHE_EXTENSION_METRICS"],
-                {"EMF": "emf", "OFF": "off"},
-            ),
+        metrics = _env_choice(
+            "CACHE_EXTENSION_METRICS",
+            environ["CACHE_EXTENSION_METRICS"],
+            {"EMF": "emf", "OFF": "off"},
         )
+        cache = attrs.evolve(cache, metrics="emf" if metrics == "emf" else "off")
     if "CACHE_EXTENSION_METRICS_NAMESPACE" in environ:
         namespace = environ["CACHE_EXTENSION_METRICS_NAMESPACE"]
         problem = check_namespace(namespace)

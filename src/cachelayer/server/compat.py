@@ -79,9 +79,7 @@ def _headers(lookup: Lookup) -> Headers:
     ]
 
 
-async def _read(
-    app: Any, route: str, params: Mapping[str, str], refresh: bool = False
-) -> Lookup:
+async def _read(app: Any, route: str, params: Mapping[str, str], refresh: bool = False) -> Lookup:
     """Resolve through the router and read through the cache (``refresh``: fetch now)."""
     provider, item = app.router.resolve(route, params)
     lookup: Lookup = await app.cache.get(provider, item, refresh=refresh)
