@@ -89,7 +89,8 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list:
-    return sorted(set(globals()) | set(__all__))
+    # The public API only: not the typing helpers and loader machinery of this module.
+    return sorted(__all__)
 
 
 __all__ = [
