@@ -139,7 +139,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for item in items:
             ttl = item.ttl if item.ttl is not None else s.ttl_for(name)
             variant = "".join(f" {k}={v}" for k, v in item.variant)
-            print(f"  {item.name}{variant}  ttl {format_duration(ttl)}{_region(item, default_region)}")
+            print(
+                f"  {item.name}{variant}  ttl {format_duration(ttl)}{_region(item, default_region)}"
+            )
             total += 1
     noun = "item" if total == 1 else "items"
     print(f"{total} {noun} would be cached" + (" and prefetched at init" if s.init_startup else ""))

@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 import attrs
 
 from cachelayer.core.cache import Cache, CachePolicy, PrefetchReport, current_route
-from cachelayer.core.config import Settings, load_settings, plugin_filters
+from cachelayer.core.config import Settings, line_of, load_settings, plugin_filters
 from cachelayer.core.metrics import EmfMetrics
 from cachelayer.core.router import Router
 from cachelayer.errors import CachelayerError, ConfigError
@@ -24,6 +24,10 @@ from cachelayer.plugins import (
 from cachelayer.provider import ProviderContext
 
 log = logging.getLogger("cachelayer")
+
+
+def _line_in(settings: Settings, key: str) -> Optional[int]:
+    return line_of(settings.config_path, key) if settings.config_loaded else None
 
 
 @attrs.frozen
@@ -128,11 +132,15 @@ class Application:
             try:
                 info.provider.configure(settings.sections.get(name), context)
             except ConfigError as exc:
-                if exc.source is None:  # say which file, as every other config error does
+                if exc.source is None:  # say which file and line, as every other config error does
+                    key = exc.key or name
+                    if key != name and not key.startswith(name + "."):
+                        key = f"{name}.{key}"
                     raise ConfigError(
                         f"provider {name!r}: {exc.message}",
                         source=settings.config_path,
-                        key=exc.key or name,
+                        line=exc.line or _line_in(settings, key),
+                        key=key,
                     ) from exc
                 raise
             except CachelayerError:
@@ -141,6 +149,7 @@ class Application:
                 raise ConfigError(
                     f"provider {name!r} rejected its configuration: {exc}",
                     source=settings.config_path,
+                    line=_line_in(settings, name),
                     key=name,
                 ) from exc
         router = Router({route: info.provider for route, info in registry.by_route.items()})

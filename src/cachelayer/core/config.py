@@ -168,6 +168,30 @@ def load_yaml(path: str) -> Node:
     return node
 
 
+def line_of(path: str, key: str) -> Optional[int]:
+    """The line of the deepest node the dotted ``key`` (``weather.0.city``) reaches in the
+    YAML file at ``path``, or None; for errors raised after structuring (a provider's own)."""
+    try:
+        node: Node = load_yaml(path)
+    except ConfigError:
+        return None
+    line = None
+    for part in key.split("."):
+        child: Optional[Node] = None
+        if isinstance(node, MappingNode):
+            for knode, vnode in node.value:
+                if isinstance(knode, ScalarNode) and knode.value == part:
+                    line, child = _line(knode), vnode
+                    break
+        elif isinstance(node, SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            child = node.value[int(part)]
+            line = _line(child)
+        if child is None:
+            break
+        node = child
+    return line
+
+
 # --------------------------------------------------------------------------------------------
 # Structuring YAML nodes into typed values
 
