@@ -70,7 +70,7 @@ class TestPythonForBytecode:
             "--runtime", f"python{other}", "--python", sys.executable, "-o", str(tmp_path / "l.zip")
         )
         assert code == 2
-        mine = "%d.%d" % sys.version_info[:2]
+        mine = "{}.{}".format(*sys.version_info[:2])
         assert f"is Python {mine}, but python{other} needs bytecode of Python {other}" in err
 
     def test_missing_interpreter_is_refused(self, tmp_path: Path) -> None:
@@ -93,7 +93,7 @@ class TestPythonForBytecode:
 
         from cachelayer.layer_builder.build import BuildRequest, LayerBuilder
 
-        version = "%d.%d" % sys.version_info[:2]
+        version = "{}.{}".format(*sys.version_info[:2])
         link = tmp_path / "bin" / "my-python"
         link.parent.mkdir()
         os.symlink(sys.executable, link)
