@@ -248,3 +248,50 @@ class TestInvalidateRoute:
                 live.get("/parameters?name=p")
                 reply = live.get(f"/-/invalidate?route={route}", method="POST")
                 assert (reply.status, reply.json()) == (200, {"invalidated": 1}), route
+
+
+class TestUpstreamFailureLog:
+    def test_failed_call_is_one_warning_per_backoff_period_with_key_and_code(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A key with no cached value whose upstream call keeps failing is logged as one
+        warning naming the key and AWS's error code, then not again until its backoff passed."""
+        import asyncio
+
+        from cachelayer import ThrottlingError
+        from cachelayer.core.cache import Cache, CachePolicy
+        from cachelayer.testing.live import ManualClock
+
+        class Throttled:
+            name = route = "kv"
+            calls = 0
+
+            def fetch(self, item: cachelayer.Item) -> cachelayer.Value:
+                self.calls += 1
+                raise ThrottlingError(
+                    "kv GetThing for 'orders/42' failed: ThrottlingException: Rate exceeded"
+                )
+
+        clock = ManualClock()
+        cache = Cache(CachePolicy(ttl_for=lambda route: 60.0), clock=clock)
+        provider = Throttled()
+        item = cachelayer.Item(route="kv", name="orders/42")
+
+        async def reads(n: int) -> None:
+            for _ in range(n):
+                with pytest.raises(ThrottlingError):
+                    await cache.get(provider, item)  # type: ignore[arg-type]
+
+        try:
+            with caplog.at_level(logging.WARNING, logger="cachelayer.cache"):
+                asyncio.run(reads(5))
+                first = [r.getMessage() for r in caplog.records]
+                clock.advance(1.5)
+                asyncio.run(reads(3))
+            warnings = [r.getMessage() for r in caplog.records]
+        finally:
+            cache.close()
+        assert provider.calls == 8
+        assert len(first) == 1
+        assert "'orders/42'" in first[0] and "ThrottlingException" in first[0]
+        assert len(warnings) == 2  # the backoff (1 s) passed: one more, then quiet again

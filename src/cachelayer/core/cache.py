@@ -159,6 +159,8 @@ class Cache:
         self._background: Set[asyncio.Task[Any]] = set()
         self._stats: Dict[str, RouteStats] = collections.defaultdict(RouteStats)
         self._lock = threading.Lock()  # guards stats touched from worker threads
+        # Per key with no value to serve: (failures logged, no new warning before this time).
+        self._warned: Dict[Key, Tuple[int, float]] = {}
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -313,12 +315,26 @@ class Cache:
                 "%s %r: refresh failed (%s); serving the stale value, retry in %.1fs",
                 item.route,
                 item.name,
-                exc.code,
+                exc,
                 entry.retry_at - now,
             )
             future.set_result(Lookup(entry.value, "stale", now - entry.fetched_at, 0.0))
             return
+        self._warn_failure(item, exc, now)
         future.set_exception(exc)
+
+    def _warn_failure(self, item: Item, exc: CachelayerError, now: float) -> None:
+        """Log a failed upstream call for a key with no value to serve, once per backoff
+        period of that key (doubling up to RETRY_CAP), so an outage does not flood the log."""
+        count, quiet_until = self._warned.get(item.key, (0, 0.0))
+        if now < quiet_until:
+            return
+        if len(self._warned) >= 1024:  # bounded: forget the oldest news rather than grow
+            self._warned.clear()
+        self._warned[item.key] = (count + 1, now + min(RETRY_CAP, RETRY_BASE * 2**count))
+        # The message names the service, the operation, the key and AWS's error code; never
+        # a value (error messages never carry one).
+        log.warning("%s %r: upstream call failed: %s", item.route, item.name, exc)
 
     def _within_stale(self, entry: Entry, now: float) -> bool:
         return now < entry.expires_at + self.policy.stale_if_error
@@ -327,6 +343,7 @@ class Cache:
         return item.ttl if item.ttl is not None else self.policy.ttl_for(item.route)
 
     def _store(self, provider: Provider, item: Item, value: Value) -> Lookup:
+        self._warned.pop(item.key, None)
         now = self._clock()
         ttl = self._ttl(item)
         if ttl <= 0 or value.size > self.policy.max_bytes or self.policy.max_entries <= 0:
