@@ -295,3 +295,57 @@ class TestUpstreamFailureLog:
         assert len(first) == 1
         assert "'orders/42'" in first[0] and "ThrottlingException" in first[0]
         assert len(warnings) == 2  # the backoff (1 s) passed: one more, then quiet again
+
+
+class TestEveryError:
+    BAD = (
+        "cache:\n  ttl: 5x\n"
+        "parameters:\n  - region: us-west-2\n    names: [a]\n  - regoin: us-west-2\n"
+        "    names: [b]\n  - names: 3\n"
+        "secrets:\n  - names: [s]\n"
+        "nosuchsection:\n  - x: 1\n"
+    )
+
+    def test_check_config_reports_every_error_in_the_file(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """One error per failing section or list entry, each with its line, then a count."""
+        path = tmp_path / "config.yaml"
+        path.write_text(self.BAD)
+        assert cli_main(["check-config", str(path)]) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert [line.split(": ")[1].rsplit(":", 1)[1] for line in lines[:4]] == [
+            "2",
+            "6",
+            "8",
+            "11",
+        ]
+        assert "cache.ttl" in lines[0] and "parameters[1].regoin" in lines[1]
+        assert "parameters[2].names" in lines[2] and "unknown section 'nosuchsection'" in lines[3]
+        assert lines[4] == f"cachelayer: 4 errors in {path}"
+
+    def test_the_first_error_is_raised_with_the_others_attached(self, tmp_path: Path) -> None:
+        """Startup raises the first error (as before); the rest ride along in ``more``."""
+        path = tmp_path / "config.yaml"
+        path.write_text(self.BAD)
+        with pytest.raises(ConfigError) as info:
+            Application.from_environment(
+                {"CACHE_EXTENSION_AUTH": "none"},
+                config_path=str(path),
+                client_factory=lambda service, region=None: None,
+            )
+        assert info.value.line == 2 and [e.line for e in info.value.more] == [6, 8, 11]
+
+    def test_errors_are_bounded(self, tmp_path: Path) -> None:
+        """A file with hundreds of bad entries reports MAX_REPORTED_ERRORS of them."""
+        from cachelayer.core.config import MAX_REPORTED_ERRORS
+
+        path = tmp_path / "config.yaml"
+        path.write_text("parameters:\n" + "  - nme: x\n" * 300)
+        with pytest.raises(ConfigError) as info:
+            Application.from_environment(
+                {"CACHE_EXTENSION_AUTH": "none"},
+                config_path=str(path),
+                client_factory=lambda service, region=None: None,
+            )
+        assert 1 + len(info.value.more) == MAX_REPORTED_ERRORS

@@ -119,8 +119,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         app = Application.from_environment(env, config_path=args.file, client_factory=_no_clients)
     except CachelayerError as exc:
-        print(f"cachelayer: {exc}", file=sys.stderr)
+        more = getattr(exc, "more", ())
+        for error in (exc, *more):
+            print(f"cachelayer: {error}", file=sys.stderr)
+        if more:
+            print(f"cachelayer: {1 + len(more)} errors in {args.file}", file=sys.stderr)
         return 2
+    finally:
+        logging.getLogger("cachelayer").setLevel(logging.NOTSET)
     s = app.settings
     print(f"{args.file}: OK")
     print(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import ClassVar, Optional, Tuple
 
 __all__ = [
     "BadRequestError",
@@ -50,6 +50,8 @@ class ConfigError(CachelayerError):
         self.source = source
         self.line = line
         self.key = key
+        # Further errors found in the same file after this one (``check-config`` lists them).
+        self.more: Tuple[ConfigError, ...] = ()
         where = ""
         if source:
             where = f"{source}:{line}: " if line else f"{source}: "

@@ -323,12 +323,29 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+MAX_REPORTED_ERRORS = 20
+"""A file's errors are collected up to this many (one per list entry or section), then stop."""
+
+
+class _Reported(Exception):
+    """A part of the file failed and its errors are collected: skip it, keep checking the rest."""
+
+
 @attrs.frozen
 class _Ctx:
-    """Where we are: the file (for messages) and the dotted key path."""
+    """Where we are: the file (for messages), the dotted key path, and where errors are
+    collected (None: the first error is raised)."""
 
     source: str
     path: str
+    errors: Optional[List[ConfigError]] = attrs.field(default=None, eq=False)
+
+    def collect(self, exc: ConfigError) -> bool:
+        """Keep ``exc`` and go on checking, or False to raise it (not collecting, or full)."""
+        if self.errors is None or len(self.errors) >= MAX_REPORTED_ERRORS - 1:
+            return False
+        self.errors.append(exc)
+        return True
 
     def error(self, node: Optional[Node], message: str, path: Optional[str] = None) -> ConfigError:
         return ConfigError(
@@ -339,7 +356,7 @@ class _Ctx:
         )
 
     def child(self, path: str) -> _Ctx:
-        return _Ctx(self.source, path)
+        return _Ctx(self.source, path, self.errors)
 
 
 def _flatten(node: MappingNode, ctx: _Ctx) -> None:
@@ -470,7 +487,8 @@ def _structure_union(node: Node, tp: Any, args: Tuple[Any, ...], ctx: _Ctx) -> A
     errors: List[ConfigError] = []
     for candidate in candidates:
         try:
-            return _structure(node, candidate, ctx)
+            # Each candidate's first error only: collecting would report a failed guess.
+            return _structure(node, candidate, _Ctx(ctx.source, ctx.path))
         except ConfigError as exc:
             errors.append(exc)
     raise ctx.error(
@@ -599,9 +617,19 @@ def _structure_generic(node: Node, tp: Any, origin: Any, ctx: _Ctx) -> Any:
                 for i, (n, a) in enumerate(zip(items, args))
             )
         item_tp = args[0] if args else Any
-        values = [
-            _structure(n, item_tp, ctx.child(f"{ctx.path}[{i}]")) for i, n in enumerate(items)
-        ]
+        values = []
+        reported = False
+        for i, n in enumerate(items):
+            try:
+                values.append(_structure(n, item_tp, ctx.child(f"{ctx.path}[{i}]")))
+            except _Reported:
+                reported = True
+            except ConfigError as exc:
+                if not ctx.collect(exc):
+                    raise
+                reported = True
+        if reported:  # an entry is missing: building on the rest would report nonsense
+            raise _Reported()
         if origin is tuple:
             return tuple(values)
         if origin in (set, frozenset, cabc.Set):
@@ -863,15 +891,53 @@ def _find_key(node: MappingNode, key: str) -> Optional[Node]:
     return None
 
 
+def _structure_every_section(
+    root: MappingNode,
+    source: str,
+    schemas: Mapping[str, Any],
+    broken: Mapping[str, str],
+    disabled: Mapping[str, str],
+) -> Tuple[Optional[CacheSettings], bool, Dict[str, Any]]:
+    """``_structure_sections`` section by section, so that every section is checked even when
+    one fails: the errors are raised together (the first, the others in its ``more``), up to
+    MAX_REPORTED_ERRORS, one per failing list entry or section."""
+    errors: List[ConfigError] = []
+    cache: Optional[CacheSettings] = None
+    sets_max = False
+    sections: Dict[str, Any] = {}
+    for _, knode, vnode in _mapping_items(root, _Ctx(source, "")):
+        one = MappingNode(root.tag, [(knode, vnode)], root.start_mark, root.end_mark)
+        try:
+            got, got_max, got_sections = _structure_sections(
+                one, source, schemas, broken, disabled, errors
+            )
+        except _Reported:
+            continue
+        except ConfigError as exc:
+            errors.append(exc)
+            if len(errors) >= MAX_REPORTED_ERRORS:
+                break
+            continue
+        cache = got if got is not None else cache
+        sets_max = sets_max or got_max
+        sections.update(got_sections)
+    if errors:
+        errors[0].more = tuple(errors[1:])
+        raise errors[0]
+    return cache, sets_max, sections
+
+
 def _structure_sections(
     root: MappingNode,
     source: str,
     schemas: Mapping[str, Any],
     broken: Mapping[str, str],
     disabled: Mapping[str, str] = {},
+    errors: Optional[List[ConfigError]] = None,
 ) -> Tuple[Optional[CacheSettings], bool, Dict[str, Any]]:
-    """``(cache, whether cache.max_entries is written in the file, provider sections)``."""
-    ctx = _Ctx(source, "")
+    """``(cache, whether cache.max_entries is written in the file, provider sections)``;
+    errors in list entries are collected into ``errors`` when it is given."""
+    ctx = _Ctx(source, "", errors)
     cache: Optional[CacheSettings] = None
     sets_max = False
     sections: Dict[str, Any] = {}
@@ -978,7 +1044,7 @@ def load_settings(
         assert isinstance(node, MappingNode)
         root = node
         loaded = True
-    cache, config_sets_max, sections = _structure_sections(root, path, schemas, broken, disabled)
+    cache, config_sets_max, sections = _structure_every_section(root, path, schemas, broken, disabled)
     cache = cache if cache is not None else CacheSettings()
 
     # The environment.
