@@ -1044,7 +1044,9 @@ def load_settings(
         assert isinstance(node, MappingNode)
         root = node
         loaded = True
-    cache, config_sets_max, sections = _structure_every_section(root, path, schemas, broken, disabled)
+    cache, config_sets_max, sections = _structure_every_section(
+        root, path, schemas, broken, disabled
+    )
     cache = cache if cache is not None else CacheSettings()
 
     # The environment.
