@@ -76,6 +76,11 @@ class TestProviderConfigErrors:
         assert (exc.line, exc.key) == (5, "weather.1.city")
         assert str(exc).startswith(f"{tmp_path / 'config.yaml'}:5: weather.1.city: ")
 
+    def test_bracketed_key_as_the_core_writes_them(self, tmp_path: Path) -> None:
+        """A key written the core's way (``[1].city``) points at the same line."""
+        exc = start_with(tmp_path, ConfigError("unknown city", key="[1].city"))
+        assert (exc.line, exc.key) == (5, "weather[1].city")
+
     def test_provider_config_error_without_key_points_at_the_section(self, tmp_path: Path) -> None:
         """Without a key, the error points at the provider's section."""
         exc = start_with(tmp_path, ConfigError("needs an API key"))

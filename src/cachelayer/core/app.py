@@ -134,8 +134,8 @@ class Application:
             except ConfigError as exc:
                 if exc.source is None:  # say which file and line, as every other config error does
                     key = exc.key or name
-                    if key != name and not key.startswith(name + "."):
-                        key = f"{name}.{key}"
+                    if key != name and not key.startswith((name + ".", name + "[")):
+                        key = f"{name}{key}" if key.startswith("[") else f"{name}.{key}"
                     raise ConfigError(
                         f"provider {name!r}: {exc.message}",
                         source=settings.config_path,

@@ -169,14 +169,15 @@ def load_yaml(path: str) -> Node:
 
 
 def line_of(path: str, key: str) -> Optional[int]:
-    """The line of the deepest node the dotted ``key`` (``weather.0.city``) reaches in the
-    YAML file at ``path``, or None; for errors raised after structuring (a provider's own)."""
+    """The line of the deepest node the dotted ``key`` (``weather.0.city`` or
+    ``weather[0].city``) reaches in the YAML file at ``path``, or None; for errors raised after
+    structuring (a provider's own)."""
     try:
         node: Node = load_yaml(path)
     except ConfigError:
         return None
     line = None
-    for part in key.split("."):
+    for part in re.findall(r"[^.\[\]]+", key):
         child: Optional[Node] = None
         if isinstance(node, MappingNode):
             for knode, vnode in node.value:
