@@ -123,7 +123,8 @@ def load_yaml(path: str) -> Node:
             text = f.read()
     except FileNotFoundError:
         raise ConfigError(
-            "config file not found; create it, or point CACHE_EXTENSION_CONFIG at the right file",
+            "config file not found; create it, or give the right path (--config, or "
+            "CACHE_EXTENSION_CONFIG in Lambda)",
             source=path,
         ) from None
     except IsADirectoryError:
