@@ -15,7 +15,7 @@ from cachelayer import (
     Duration,
     NotFoundError,
     SupportsFetchMany,
-    ThrottledError,
+    ThrottlingError,
     TransientError,
     UpstreamError,
     Value,
@@ -227,7 +227,7 @@ class TestErrors:
     @pytest.mark.parametrize(
         ("fault", "error"),
         [
-            (Fault.throttle(), ThrottledError),
+            (Fault.throttle(), ThrottlingError),
             (Fault.server_error(), TransientError),
             (Fault.aws_error("AccessDeniedException"), UpstreamError),
             (Fault.aws_error("DecryptionFailure"), UpstreamError),

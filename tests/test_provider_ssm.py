@@ -15,7 +15,7 @@ from cachelayer import (
     Item,
     NotFoundError,
     SupportsFetchMany,
-    ThrottledError,
+    ThrottlingError,
     TransientError,
     UpstreamError,
     UpstreamTimeoutError,
@@ -297,7 +297,7 @@ class TestErrors:
     @pytest.mark.parametrize(
         ("fault", "error", "exact"),
         [
-            (Fault.throttle(), ThrottledError, True),
+            (Fault.throttle(), ThrottlingError, True),
             (Fault.server_error(503, "ServiceUnavailable"), TransientError, True),
             (Fault.reset(), TransientError, True),
             (

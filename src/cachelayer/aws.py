@@ -18,7 +18,7 @@ from cachelayer.errors import (
     BadRequestError,
     CachelayerError,
     NotFoundError,
-    ThrottledError,
+    ThrottlingError,
     TransientError,
     UpstreamError,
     UpstreamTimeoutError,
@@ -114,7 +114,7 @@ def classify_code(
             f"{where}: not found ({code}" + (f": {_short(message)})" if message else ")")
         )
     if code in THROTTLING_CODES:
-        return ThrottledError(f"{text} (throttled; will retry)")
+        return ThrottlingError(f"{text} (throttled; will retry)")
     if code in TRANSIENT_CODES or (status is not None and status >= 500):
         return TransientError(text)
     return UpstreamError(text)

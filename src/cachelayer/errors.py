@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import ClassVar, Optional, Tuple
 
 __all__ = [
     "BadRequestError",
@@ -11,7 +11,7 @@ __all__ = [
     "NotFoundError",
     "PluginError",
     "RouteNotFoundError",
-    "ThrottledError",
+    "ThrottlingError",
     "TransientError",
     "UpstreamError",
     "UpstreamTimeoutError",
@@ -50,6 +50,8 @@ class ConfigError(CachelayerError):
         self.source = source
         self.line = line
         self.key = key
+        # Further errors found in the same file after this one (``check-config`` lists them).
+        self.more: Tuple[ConfigError, ...] = ()
         where = ""
         if source:
             where = f"{source}:{line}: " if line else f"{source}: "
@@ -96,8 +98,12 @@ class TransientError(UpstreamError):
     code: ClassVar[str] = "UpstreamUnavailable"
 
 
-class ThrottledError(TransientError):
-    """The upstream throttled the request (rate exceeded): back off longer than for a 5xx."""
+class ThrottlingError(TransientError):
+    """The upstream throttled the call (ThrottlingException, TooManyRequests, SlowDown...).
+
+    Transient, but answered 503 with ``Retry-After`` (code ``Throttled``) when there is no
+    value to serve, and backed off longer than other failures; counted as a throttle.
+    """
 
     code: ClassVar[str] = "Throttled"
 

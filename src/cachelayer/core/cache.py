@@ -33,7 +33,7 @@ import attrs
 from cachelayer.errors import (
     CachelayerError,
     NotFoundError,
-    ThrottledError,
+    ThrottlingError,
     TransientError,
     UpstreamError,
     UpstreamTimeoutError,
@@ -182,6 +182,7 @@ class RouteStats:
         "not_modified",
         "refreshes_ahead",
         "stale",
+        "throttles",
         "upstream_calls",
         "upstream_errors",
     )
@@ -189,7 +190,7 @@ class RouteStats:
     def __init__(self) -> None:
         self.hits = self.misses = self.stale = self.negative_hits = 0
         self.upstream_calls = self.upstream_errors = self.evictions = self.refreshes_ahead = 0
-        self.not_modified = self.backoff_hits = 0
+        self.not_modified = self.throttles = self.backoff_hits = 0
 
     def as_dict(self) -> Dict[str, int]:
         return {name: getattr(self, name) for name in sorted(self.__slots__)}
@@ -254,14 +255,17 @@ class Cache:
         entry.stats.hits += 1
         return Lookup(entry.value, "hit", now - entry.fetched_at, entry.expires_at - now)
 
-    async def get(self, provider: Provider, item: Item) -> Lookup:
+    async def get(self, provider: Provider, item: Item, *, refresh: bool = False) -> Lookup:
         """Read ``item``: a hit, or one coalesced upstream fetch, or a stale value if upstream
-        fails transiently. Raises NotFoundError / UpstreamError / TransientError."""
+        fails transiently. Raises NotFoundError / UpstreamError / TransientError.
+
+        ``refresh`` skips the cached value and fetches now (joining a fetch already in
+        flight for the key, so concurrent refreshes still make one upstream call)."""
         key = item.key
         stats = self._stats[item.route]
         now = self._clock()
         entry = self._entries.get(key)
-        if entry is not None:
+        if entry is not None and not refresh:
             if now < entry.expires_at:
                 self._entries.move_to_end(key)
                 if entry.value is None:
@@ -368,10 +372,15 @@ class Cache:
 
     def _call_provider(self, fn: Callable[..., Any], route: str, *args: Any) -> Any:
         _current.route = route
+        _current.calls = 0
         try:
             return fn(*args)
         finally:
             _current.route = None
+            if not _current.calls:
+                # A provider that calls no AWS client (HTTP, a database, a file): its call
+                # is the upstream call.
+                self.count_upstream_call(route)
 
     def _settle_failure(
         self, future: asyncio.Future[Lookup], provider: Provider, item: Item, exc: BaseException
@@ -384,6 +393,8 @@ class Cache:
             future.set_exception(exc)
             return
         stats.upstream_errors += 1
+        if isinstance(exc, ThrottlingError):
+            stats.throttles += 1
         if not isinstance(exc, CachelayerError):
             # A provider bug or an unclassified library error: never show its text (it might
             # hold a value), log it whole for the operator.
@@ -406,7 +417,7 @@ class Cache:
                 "%s %r: refresh failed (%s); serving the stale value, retry in %.1fs",
                 item.route,
                 item.name,
-                exc.code,
+                exc,
                 entry.retry_at - now,
             )
             future.set_result(Lookup(entry.value, "stale", now - entry.fetched_at, 0.0))
@@ -423,12 +434,13 @@ class Cache:
             )
             held.size = _key_bytes(item) + _error_bytes(failed)
             self._put(held)
+            # One warning per backoff period of the key (there is one call per period).
             log.warning(
-                "%s %r: fetch failed (%s) and no value is cached; answering this error for "
-                "%.1fs before trying again",
+                "%s %r: upstream call failed: %s; no value is cached, so this is the answer "
+                "for %.1fs, then one retry",
                 item.route,
                 _short(item.name),
-                failed.code,
+                _short(str(exc), 300),
                 backoff,
             )
             exc.retry_after = backoff  # for the readers waiting now
@@ -436,7 +448,7 @@ class Cache:
 
     def _backoff(self, failures: int, exc: BaseException) -> float:
         """Seconds to wait before retrying a key after its ``failures``-th failure in a row."""
-        base = THROTTLED_BASE if isinstance(exc, ThrottledError) else RETRY_BASE
+        base = THROTTLED_BASE if isinstance(exc, ThrottlingError) else RETRY_BASE
         backoff = min(RETRY_CAP, base * 2 ** min(failures - 1, 16))
         return backoff * (0.5 + self._rng.random() / 2)  # jitter
 
@@ -579,6 +591,8 @@ class Cache:
                 self._remember_not_found(provider, item, _copy_error(result), self._clock())
             else:
                 self._stats[item.route].upstream_errors += 1
+                if isinstance(result, ThrottlingError):
+                    self._stats[item.route].throttles += 1
             reason = str(result) if isinstance(result, CachelayerError) else type(result).__name__
             failed[item.key] = reason
             log.warning(
@@ -596,6 +610,8 @@ class Cache:
         stats = self._stats.get(route) if route is not None else None
         if stats is None:  # not a provider call started by ``_run``
             return
+        if route == current_route():
+            _current.calls = getattr(_current, "calls", 0) + 1
         with self._lock:
             stats.upstream_calls += 1
 
@@ -612,7 +628,7 @@ class Cache:
 
     def stats(self, routes: Iterable[str] = ()) -> Dict[str, Dict[str, int]]:
         """Per route: hits, misses, stale, negative_hits, upstream_calls, upstream_errors,
-        evictions, refreshes_ahead, entries, bytes. ``routes`` are listed even when idle."""
+        throttles, evictions, refreshes_ahead, entries, bytes. ``routes`` are listed even when idle."""
         out: Dict[str, Dict[str, int]] = {}
         for route in set(routes) | set(self._stats):
             d = self._stats[route].as_dict()
