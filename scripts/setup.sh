@@ -7,8 +7,9 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
+bash scripts/ci/install-databases.sh  # PostgreSQL and MariaDB servers for the cachelayer-rds tests
 extras=""
-for pkg in contrib/cachelayer-s3 contrib/cachelayer-appconfig; do
+for pkg in contrib/cachelayer-s3 contrib/cachelayer-appconfig contrib/cachelayer-rds; do
     [ -f "$pkg/pyproject.toml" ] && extras="$extras -e $pkg"
 done
 # shellcheck disable=SC2086  # $extras is a list of arguments on purpose

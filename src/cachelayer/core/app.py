@@ -10,6 +10,7 @@ import attrs
 
 from cachelayer.core.cache import Cache, CachePolicy, PrefetchReport, current_route
 from cachelayer.core.config import Settings, load_settings, plugin_filters
+from cachelayer.core.reads import CacheReader
 from cachelayer.core.router import Router
 from cachelayer.errors import CachelayerError, ConfigError
 from cachelayer.plugins import ProviderRegistry, discover
@@ -97,7 +98,8 @@ class Application:
                 on_call=lambda service, operation: cache.count_upstream_call(current_route()),
             )
         region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
-        context = ProviderContext(client=client_factory, default_region=region)
+        reader = CacheReader(cache)  # given the router below, once the providers are configured
+        context = ProviderContext(client=client_factory, default_region=region, read=reader)
         for name, info in sorted(registry.by_name.items()):
             try:
                 info.provider.configure(settings.sections.get(name), context)
@@ -118,6 +120,7 @@ class Application:
                     key=name,
                 ) from exc
         router = Router({route: info.provider for route, info in registry.by_route.items()})
+        reader.router = router
         app = cls(settings, registry, cache, router, pm, client_factory)
         pm.hook.cachelayer_startup(providers={n: i.provider for n, i in registry.by_name.items()})
         return app

@@ -46,6 +46,11 @@ def current_route() -> Optional[str]:
     return getattr(_current, "route", None)
 
 
+def current_loop() -> Optional[asyncio.AbstractEventLoop]:
+    """The event loop that started the provider call running in this worker thread, if any."""
+    return getattr(_current, "loop", None)
+
+
 class Lookup(NamedTuple):
     """The answer to a read: the value, how it was served, its age and remaining freshness (s).
 
@@ -254,16 +259,17 @@ class Cache:
         # them, so it never inserts into the dict while ``stats()`` iterates it.
         if route not in self._stats:
             self._stats[route] = RouteStats()
-        return asyncio.get_running_loop().run_in_executor(
-            self._executor, self._call_provider, fn, route, *args
-        )
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._executor, self._call_provider, fn, route, loop, *args)
 
-    def _call_provider(self, fn: Callable[..., Any], route: str, *args: Any) -> Any:
-        _current.route = route
+    def _call_provider(
+        self, fn: Callable[..., Any], route: str, loop: asyncio.AbstractEventLoop, *args: Any
+    ) -> Any:
+        _current.route, _current.loop = route, loop
         try:
             return fn(*args)
         finally:
-            _current.route = None
+            _current.route = _current.loop = None
 
     def _settle_failure(
         self, future: asyncio.Future[Lookup], provider: Provider, item: Item, exc: BaseException
