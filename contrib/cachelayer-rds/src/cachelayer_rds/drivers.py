@@ -7,6 +7,8 @@ Driver errors become cachelayer errors here, with a flag saying whether the conn
 
 from __future__ import annotations
 
+import decimal
+import json
 import socket
 import ssl
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
@@ -177,6 +179,13 @@ def _pg_failure(exc: BaseException, source: RdsSource) -> DatabaseFailure:
     )
 
 
+_PG_JSON, _PG_JSONB = 114, 3802
+
+
+def _exact_json(text: str) -> Any:
+    return json.loads(text, parse_float=decimal.Decimal)
+
+
 class PostgresConnection:
     """One pg8000 connection. The key is a server-side bound parameter (``$1``)."""
 
@@ -201,6 +210,8 @@ class PostgresConnection:
             )
         except Exception as exc:
             raise _pg_failure(exc, source) from exc
+        for oid in (_PG_JSON, _PG_JSONB):  # exact numbers inside json too, as in columns
+            self._conn.register_in_adapter(oid, _exact_json)
         timeout_ms = max(1, int(float(source.statement_timeout) * 1000))
         self._begin = f"START TRANSACTION READ ONLY; SET LOCAL statement_timeout = {timeout_ms}"
         self._declare = f"DECLARE {self._CURSOR} NO SCROLL CURSOR FOR " + (

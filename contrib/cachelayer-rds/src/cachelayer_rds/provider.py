@@ -132,7 +132,7 @@ class ConnectionPool:
         conn.close()
 
 
-@attrs.define
+@attrs.define(eq=False)  # compared by identity: the shutdown hook keeps a weak set of them
 class RdsProvider:
     """Serves the rows of the ``rds:`` section's sources: ``GET /rds?name=<source>/<key>``.
 
