@@ -37,6 +37,9 @@ class AwsCredentials:
     token: Optional[str] = attrs.field(default=None, repr=False)
 
 
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
 def _encode(value: str) -> str:
     return quote(value, safe="-_.~")
 
@@ -74,8 +77,9 @@ def db_auth_token(
         auth.append(("X-Amz-Security-Token", credentials.token))
     params = operation + auth
     canonical_query = "&".join(f"{_encode(k)}={_encode(v)}" for k, v in sorted(params))
+    # The payload hash is that of the empty body (only S3 presigns with UNSIGNED-PAYLOAD).
     canonical_request = "\n".join(
-        ("GET", "/", canonical_query, f"host:{netloc}", "", "host", "UNSIGNED-PAYLOAD")
+        ("GET", "/", canonical_query, f"host:{netloc}", "", "host", _EMPTY_SHA256)
     )
     to_sign = "\n".join(
         (
