@@ -13,7 +13,7 @@ import pytest
 # beside this file importable by the test modules.
 sys.path.insert(0, os.path.dirname(__file__))
 
-from rds_databases import (  # noqa: E402
+from rds_databases import (
     APP_PASSWORD,
     INSTALL_HINT,
     MariadbServer,
@@ -43,7 +43,9 @@ def postgres() -> Iterator[PostgresServer]:
     """One PostgreSQL for the session: database appdb owned by user app (password APP_PASSWORD)."""
     bindir = PostgresServer.find_bindir()
     if bindir is None:
-        pytest.fail(f"PostgreSQL's binaries are not under /usr/lib/postgresql/*/bin; {INSTALL_HINT}")
+        pytest.fail(
+            f"PostgreSQL's binaries are not under /usr/lib/postgresql/*/bin; {INSTALL_HINT}"
+        )
     directory = temp_directory("cachelayer-rds-pg-")
     tls_dir = os.path.join(directory, "tls")
     os.mkdir(tls_dir)

@@ -212,7 +212,15 @@ class PostgresServer:
         subprocess.run(
             _as_user(
                 self.user,
-                [os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-m", "fast", "-w", "stop"],
+                [
+                    os.path.join(self.bindir, "pg_ctl"),
+                    "-D",
+                    self.datadir,
+                    "-m",
+                    "fast",
+                    "-w",
+                    "stop",
+                ],
             ),
             check=False,
             capture_output=True,
@@ -290,7 +298,7 @@ class MariadbServer:
                 "--max-connections=20",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=open(os.path.join(self.directory, "log"), "ab"),
+            stderr=open(os.path.join(self.directory, "log"), "ab"),  # noqa: SIM115 (the server's log, open while it runs)
         )
         deadline = time.monotonic() + 60
         while True:

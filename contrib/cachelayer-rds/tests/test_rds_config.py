@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any, Dict
 
 import pytest
-
-from cachelayer import ConfigError
-from cachelayer.core.app import Application
 from cachelayer_rds.config import parse_url
 from cachelayer_rds.iam import AwsCredentials, IamTokens, db_auth_token
 from cachelayer_rds.sql import QueryError, parse_query
+
+from cachelayer import ConfigError
+from cachelayer.core.app import Application
 
 ISSUE_EXAMPLE = """\
 rds:
@@ -48,7 +48,11 @@ class TestIssueExample:
             item = provider.resolve("flags/dark-mode", {})
             assert item.ttl == 60.0
             source, key = item.target
-            assert (source.max_rows, float(source.statement_timeout), key) == (100, 2.0, "dark-mode")
+            assert (source.max_rows, float(source.statement_timeout), key) == (
+                100,
+                2.0,
+                "dark-mode",
+            )
             assert source.database.port == 5432 and source.sslmode == "disable"
             assert provider.open_connections("flags") == 0
         finally:
@@ -61,7 +65,10 @@ class TestRefusedQueries:
         [
             ("DELETE FROM flags WHERE key = :key", "starts with DELETE"),
             ("SELECT 1 WHERE :key = 'a'; DROP TABLE flags", "more than one statement"),
-            ("WITH d AS (DELETE FROM flags RETURNING *) SELECT * FROM d WHERE key = :key", "DELETE"),
+            (
+                "WITH d AS (DELETE FROM flags RETURNING *) SELECT * FROM d WHERE key = :key",
+                "DELETE",
+            ),
             ("SELECT * INTO backup FROM flags WHERE key = :key", "INTO"),
             ("SELECT * FROM flags WHERE key = :key FOR UPDATE", "UPDATE"),
             ("SELECT * FROM flags", "no :key"),
@@ -73,8 +80,10 @@ class TestRefusedQueries:
     ) -> None:
         """A mutating, multi-statement or unparameterised query stops startup at its line."""
         text = ISSUE_EXAMPLE.replace(
-            '"SELECT key, value, enabled FROM flags WHERE key = :key"', repr(query).replace("'", '"')
-            if "'" not in query else "'" + query.replace("'", "''") + "'"
+            '"SELECT key, value, enabled FROM flags WHERE key = :key"',
+            repr(query).replace("'", '"')
+            if "'" not in query
+            else "'" + query.replace("'", "''") + "'",
         )
         error = config_error(tmp_path, text)
         assert f"{tmp_path / 'config.yaml'}:5:" in str(error)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
 import boto3
 import pytest
+from cachelayer_rds import RdsProvider, RdsSource, TooManyRowsError
+from cachelayer_rds.drivers import DatabaseUnavailableError
 from rds_databases import APP_PASSWORD, SECRET_NAME, MariadbServer, PostgresServer
 
 from cachelayer import (
@@ -20,8 +22,6 @@ from cachelayer import (
     UpstreamTimeoutError,
 )
 from cachelayer.plugins import discover
-from cachelayer_rds import RdsProvider, RdsSource, TooManyRowsError
-from cachelayer_rds.drivers import DatabaseUnavailableError
 
 FLAGS = "SELECT key, value, enabled FROM flags WHERE key = :key"
 MY_FLAGS = "SELECT `key`, value, enabled FROM flags WHERE `key` = :key"
@@ -65,13 +65,23 @@ def get(provider: RdsProvider, name: str) -> Any:
 
 
 def pg_source(server: PostgresServer, **kw: Any) -> RdsSource:
-    fields = {"name": "flags", "url": pg_url(server), "query": FLAGS, "password_secret": SECRET_NAME}
+    fields = {
+        "name": "flags",
+        "url": pg_url(server),
+        "query": FLAGS,
+        "password_secret": SECRET_NAME,
+    }
     fields.update(kw)
     return RdsSource(**fields)
 
 
 def my_source(server: MariadbServer, **kw: Any) -> RdsSource:
-    fields = {"name": "flags", "url": my_url(server), "query": MY_FLAGS, "password_secret": SECRET_NAME}
+    fields = {
+        "name": "flags",
+        "url": my_url(server),
+        "query": MY_FLAGS,
+        "password_secret": SECRET_NAME,
+    }
     fields.update(kw)
     return RdsSource(**fields)
 
@@ -93,7 +103,9 @@ class TestEntryPoint:
 
 
 class TestPostgres:
-    def test_rows_for_a_key_are_a_json_array_of_objects(self, postgres: PostgresServer, make: Any) -> None:
+    def test_rows_for_a_key_are_a_json_array_of_objects(
+        self, postgres: PostgresServer, make: Any
+    ) -> None:
         """A key's rows come back as objects keyed by column, with native booleans."""
         provider = make(pg_source(postgres))
         assert get(provider, "flags/dark-mode") == [
@@ -122,7 +134,9 @@ class TestPostgres:
         rows = get(provider, "flags/" + key)
         assert rows == [{"key": key, "value": expected, "enabled": True}]
 
-    def test_injection_without_a_matching_row_is_not_found(self, postgres: PostgresServer, make: Any) -> None:
+    def test_injection_without_a_matching_row_is_not_found(
+        self, postgres: PostgresServer, make: Any
+    ) -> None:
         """A classic injection with no such key matches nothing, instead of every row."""
         provider = make(pg_source(postgres))
         for key in ("x' OR '1'='1", "1; DROP TABLE flags", "dark-mode' --"):
@@ -158,18 +172,28 @@ class TestPostgres:
         wide = make(pg_source(postgres, name="t", query=query, max_rows=3))
         assert [r["setting"] for r in get(wide, "t/t1")] == ["s1", "s4", "s7"]
 
-    def test_query_runs_in_a_read_only_transaction(self, postgres: PostgresServer, make: Any) -> None:
+    def test_query_runs_in_a_read_only_transaction(
+        self, postgres: PostgresServer, make: Any
+    ) -> None:
         """A SELECT that would write (nextval) fails: the transaction is read-only."""
-        provider = make(pg_source(postgres, name="w", query="SELECT nextval('counter') WHERE :key = 'x'"))
-        with pytest.raises(UpstreamError, match="25006|read-only") as caught:
+        provider = make(
+            pg_source(postgres, name="w", query="SELECT nextval('counter') WHERE :key = 'x'")
+        )
+        with pytest.raises(UpstreamError, match=r"25006|read-only") as caught:
             provider.fetch(provider.resolve("w/x", {}))
         assert not isinstance(caught.value, TransientError)
 
-    def test_statement_timeout_cancels_a_slow_query(self, postgres: PostgresServer, make: Any) -> None:
+    def test_statement_timeout_cancels_a_slow_query(
+        self, postgres: PostgresServer, make: Any
+    ) -> None:
         """A query running past statement_timeout is cancelled: an upstream timeout (504)."""
         provider = make(
-            pg_source(postgres, name="slow", query="SELECT pg_sleep(5), :key::text AS k",
-                      statement_timeout=0.3)
+            pg_source(
+                postgres,
+                name="slow",
+                query="SELECT pg_sleep(5), :key::text AS k",
+                statement_timeout=0.3,
+            )
         )
         with pytest.raises(UpstreamTimeoutError, match="statement_timeout"):
             provider.fetch(provider.resolve("slow/x", {}))
@@ -178,8 +202,7 @@ class TestPostgres:
     def test_integer_keys_are_bound_as_integers(self, postgres: PostgresServer, make: Any) -> None:
         """key_type integer binds an int and canonicalises the name; a non-integer key is 400."""
         provider = make(
-            pg_source(postgres, name="n", key_type="integer",
-                      query="SELECT :key * 2 AS twice")
+            pg_source(postgres, name="n", key_type="integer", query="SELECT :key * 2 AS twice")
         )
         item = provider.resolve("n/007", {})
         assert item.name == "n/7"
@@ -187,7 +210,9 @@ class TestPostgres:
         with pytest.raises(BadRequestError, match="integer"):
             provider.resolve("n/seven", {})
 
-    def test_a_dead_kept_connection_is_replaced_once(self, postgres: PostgresServer, make: Any) -> None:
+    def test_a_dead_kept_connection_is_replaced_once(
+        self, postgres: PostgresServer, make: Any
+    ) -> None:
         """A kept connection killed server-side (as after a freeze) is replaced within the fetch."""
         provider = make(pg_source(postgres))
         get(provider, "flags/beta")
@@ -204,14 +229,21 @@ class TestPostgres:
         from rds_databases import free_port
 
         provider = make(
-            RdsSource(name="gone", url=f"postgresql://app@127.0.0.1:{free_port()}/appdb",
-                      query=FLAGS, password_secret=SECRET_NAME, connect_timeout=1)
+            RdsSource(
+                name="gone",
+                url=f"postgresql://app@127.0.0.1:{free_port()}/appdb",
+                query=FLAGS,
+                password_secret=SECRET_NAME,
+                connect_timeout=1,
+            )
         )
         with pytest.raises(DatabaseUnavailableError, match="Connection"):
             provider.fetch(provider.resolve("gone/x", {}))
         assert provider.open_connections("gone") == 0
 
-    def test_a_wrong_password_is_not_transient(self, postgres: PostgresServer, make: Any, aws: str) -> None:
+    def test_a_wrong_password_is_not_transient(
+        self, postgres: PostgresServer, make: Any, aws: str
+    ) -> None:
         """Authentication failure is an UpstreamError naming the fix, not a transient error."""
         boto3.client("secretsmanager").create_secret(Name="wrong", SecretString="nope")
         provider = make(pg_source(postgres, password_secret="wrong"))
@@ -220,7 +252,9 @@ class TestPostgres:
         assert not isinstance(caught.value, TransientError)
         assert APP_PASSWORD not in str(caught.value) and "nope" not in str(caught.value)
 
-    def test_rds_json_secret_gives_its_password_field(self, postgres: PostgresServer, make: Any, aws: str) -> None:
+    def test_rds_json_secret_gives_its_password_field(
+        self, postgres: PostgresServer, make: Any, aws: str
+    ) -> None:
         """A secret in RDS's JSON form ({"username", "password", ...}) gives its password."""
         boto3.client("secretsmanager").create_secret(
             Name="rds-json", SecretString=json.dumps({"username": "app", "password": APP_PASSWORD})
@@ -228,7 +262,9 @@ class TestPostgres:
         provider = make(pg_source(postgres, password_secret="rds-json"))
         assert get(provider, "flags/beta")[0]["key"] == "beta"
 
-    def test_a_missing_password_secret_is_an_upstream_error(self, postgres: PostgresServer, make: Any) -> None:
+    def test_a_missing_password_secret_is_an_upstream_error(
+        self, postgres: PostgresServer, make: Any
+    ) -> None:
         """A missing password secret is a 502 naming it, never NotFound for the key."""
         provider = make(pg_source(postgres, password_secret="no-such-secret"))
         with pytest.raises(UpstreamError, match="no-such-secret") as caught:
@@ -257,11 +293,16 @@ class TestPostgres:
 
 
 class TestTls:
-    def test_verify_full_with_the_operator_ca_bundle(self, postgres: PostgresServer, make: Any) -> None:
+    def test_verify_full_with_the_operator_ca_bundle(
+        self, postgres: PostgresServer, make: Any
+    ) -> None:
         """sslmode=verify-full with the named CA bundle connects over TLS (seen by the server)."""
         provider = make(
-            pg_source(postgres, url=pg_url(postgres, "?sslmode=verify-full"),
-                      ca_bundle=postgres.tls.ca_file)
+            pg_source(
+                postgres,
+                url=pg_url(postgres, "?sslmode=verify-full"),
+                ca_bundle=postgres.tls.ca_file,
+            )
         )
         assert get(provider, "flags/beta")[0]["value"] == "off"
         rows = postgres.sql(
@@ -270,11 +311,16 @@ class TestTls:
         )
         assert rows == [[True]]
 
-    def test_a_certificate_from_another_ca_is_refused(self, postgres: PostgresServer, make: Any) -> None:
+    def test_a_certificate_from_another_ca_is_refused(
+        self, postgres: PostgresServer, make: Any
+    ) -> None:
         """verify-full against a CA that did not sign the server's certificate fails, not transient."""
         provider = make(
-            pg_source(postgres, url=pg_url(postgres, "?sslmode=verify-full"),
-                      ca_bundle=postgres.tls.other_ca_file)
+            pg_source(
+                postgres,
+                url=pg_url(postgres, "?sslmode=verify-full"),
+                ca_bundle=postgres.tls.other_ca_file,
+            )
         )
         with pytest.raises(UpstreamError, match="certificate failed verification") as caught:
             provider.fetch(provider.resolve("flags/beta", {}))
@@ -295,8 +341,12 @@ class TestMariadb:
     def test_rows_and_types(self, mariadb: MariadbServer, make: Any) -> None:
         """MariaDB rows: exact decimals, RFC 3339-style datetimes, TIME as a duration, bytes base64."""
         provider = make(my_source(mariadb))
-        assert get(provider, "flags/dark-mode") == [{"key": "dark-mode", "value": "on", "enabled": 1}]
-        prices = make(my_source(mariadb, name="prices", query="SELECT * FROM prices WHERE sku = :key"))
+        assert get(provider, "flags/dark-mode") == [
+            {"key": "dark-mode", "value": "on", "enabled": 1}
+        ]
+        prices = make(
+            my_source(mariadb, name="prices", query="SELECT * FROM prices WHERE sku = :key")
+        )
         value = prices.fetch(prices.resolve("prices/A-1", {}))
         assert b'"price":12345678901234.500000' in value.body
         assert b'"n":9007199254740993' in value.body
@@ -321,30 +371,42 @@ class TestMariadb:
 
     def test_statement_timeout_and_read_only(self, mariadb: MariadbServer, make: Any) -> None:
         """The session's statement timeout cancels a slow query; the transaction is read-only."""
-        slow = make(my_source(mariadb, name="slow", query="SELECT SLEEP(3) AS s, :key AS k",
-                              statement_timeout=0.3))
+        slow = make(
+            my_source(
+                mariadb, name="slow", query="SELECT SLEEP(3) AS s, :key AS k", statement_timeout=0.3
+            )
+        )
         with pytest.raises(UpstreamTimeoutError, match="statement_timeout"):
             slow.fetch(slow.resolve("slow/x", {}))
         # bump() inserts a row: allowed to the user, refused by the read-only transaction.
         ro = make(my_source(mariadb, name="ro", query="SELECT bump() AS b, :key AS k"))
-        with pytest.raises(UpstreamError, match="1792|READ ONLY") as caught:
+        with pytest.raises(UpstreamError, match=r"1792|READ ONLY") as caught:
             ro.fetch(ro.resolve("ro/x", {}))
         assert not isinstance(caught.value, TransientError)
         assert mariadb.sql("SELECT count(*) FROM counter", database="appdb") == [(0,)]
 
-    def test_more_rows_than_max_rows_gives_up_the_connection(self, mariadb: MariadbServer, make: Any) -> None:
+    def test_more_rows_than_max_rows_gives_up_the_connection(
+        self, mariadb: MariadbServer, make: Any
+    ) -> None:
         """Over max_rows is refused without reading the rest; the streaming connection is closed."""
-        provider = make(my_source(mariadb, name="all", max_rows=2,
-                                  query="SELECT `key` FROM flags WHERE :key = 'all'"))
+        provider = make(
+            my_source(
+                mariadb, name="all", max_rows=2, query="SELECT `key` FROM flags WHERE :key = 'all'"
+            )
+        )
         with pytest.raises(TooManyRowsError):
             provider.fetch(provider.resolve("all/all", {}))
         assert provider.open_connections("all") == 0
 
-    def test_a_dead_kept_connection_is_replaced_once(self, mariadb: MariadbServer, make: Any) -> None:
+    def test_a_dead_kept_connection_is_replaced_once(
+        self, mariadb: MariadbServer, make: Any
+    ) -> None:
         """A kept connection killed server-side is replaced within the fetch."""
         provider = make(my_source(mariadb))
         get(provider, "flags/beta")
-        for (pid,) in mariadb.sql("SELECT id FROM information_schema.processlist WHERE user = 'app'"):
+        for (pid,) in mariadb.sql(
+            "SELECT id FROM information_schema.processlist WHERE user = 'app'"
+        ):
             mariadb.sql(f"KILL {int(pid)}")
         assert get(provider, "flags/beta")[0]["value"] == "off"
         assert provider.open_connections("flags") == 1

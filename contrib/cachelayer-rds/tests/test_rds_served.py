@@ -138,8 +138,10 @@ class TestServedMariadb:
         config = (
             CONFIG.format(port=mariadb.port, ttl="1m", pool=2)
             .replace("postgresql://", "mysql://")
-            .replace("SELECT key, value, enabled FROM flags WHERE key = :key",
-                     "SELECT `key`, value, enabled FROM flags WHERE `key` = :key")
+            .replace(
+                "SELECT key, value, enabled FROM flags WHERE key = :key",
+                "SELECT `key`, value, enabled FROM flags WHERE `key` = :key",
+            )
         )
         server = cachelayer_server(config)
 

@@ -179,9 +179,7 @@ class RdsSource:
     region: Optional[str] = None
     ttl: Optional[Duration] = None
     max_rows: int = attrs.field(default=DEFAULT_MAX_ROWS, validator=_positive_rows)
-    statement_timeout: Duration = attrs.field(
-        default=Duration(5.0), validator=_positive_duration
-    )
+    statement_timeout: Duration = attrs.field(default=Duration(5.0), validator=_positive_duration)
     connect_timeout: Duration = attrs.field(default=Duration(5.0), validator=_positive_duration)
     ca_bundle: Optional[str] = attrs.field(default=None, validator=_file)
     key_type: Literal["text", "integer"] = "text"

@@ -7,6 +7,7 @@ Driver errors become cachelayer errors here, with a flag saying whether the conn
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import json
 import socket
@@ -134,8 +135,10 @@ _PG_BAD_KEY = {"22P02", "22003", "22007", "22008", "22021", "22001"}
 def _pg_failure(exc: BaseException, source: RdsSource) -> DatabaseFailure:
     import pg8000.exceptions
 
-    if isinstance(exc, pg8000.exceptions.DatabaseError) and exc.args and isinstance(
-        exc.args[0], dict
+    if (
+        isinstance(exc, pg8000.exceptions.DatabaseError)
+        and exc.args
+        and isinstance(exc.args[0], dict)
     ):
         fields: Dict[str, str] = exc.args[0]
         code, message = fields.get("C", ""), fields.get("M", "")
@@ -240,10 +243,8 @@ class PostgresConnection:
     def close(self) -> None:
         """Close quietly (the server may already be gone)."""
         self.usable = False
-        try:
+        with contextlib.suppress(Exception):  # closing a dead connection fails; nothing to do
             self._conn.close()
-        except Exception:  # closing a dead connection fails; there is nothing left to do
-            pass
 
 
 # -- MySQL / MariaDB -------------------------------------------------------------------------
@@ -388,10 +389,8 @@ class MysqlConnection:
     def close(self) -> None:
         """Close quietly (the server may already be gone)."""
         self.usable = False
-        try:
+        with contextlib.suppress(Exception):  # closing a dead connection fails; nothing to do
             self._conn.close()
-        except Exception:  # closing a dead connection fails; there is nothing left to do
-            pass
 
 
 Connection = Union[PostgresConnection, MysqlConnection]

@@ -36,7 +36,7 @@ log = logging.getLogger("cachelayer.rds")
 MAX_KEY_LENGTH = 1024
 """Characters: a longer key is refused (400) rather than sent to the database and cached."""
 
-_LIVE: "weakref.WeakSet[RdsProvider]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[RdsProvider] = weakref.WeakSet()
 
 
 class TooManyRowsError(UpstreamError):
@@ -232,8 +232,11 @@ class RdsProvider:
                 if failure.dead and reused and time.monotonic() < deadline:
                     # A connection kept across invocations may have died while the environment
                     # was frozen (server idle timeout, failover): replace it once.
-                    log.info("rds %r: kept connection was dead (%s); reconnecting", source.name,
-                             failure.error.code)
+                    log.info(
+                        "rds %r: kept connection was dead (%s); reconnecting",
+                        source.name,
+                        failure.error.code,
+                    )
                     conn, reused = pool.acquire(deadline, fresh=True)
                     continue
                 raise failure.error from None

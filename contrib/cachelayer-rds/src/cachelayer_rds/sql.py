@@ -141,7 +141,9 @@ def parse_query(text: str, *, dialect: str) -> Query:
             i += 1
     parts.append(text[start:end])
     if not words:
-        raise QueryError("the query is empty; give one SELECT with :key, e.g. SELECT ... WHERE k = :key")
+        raise QueryError(
+            "the query is empty; give one SELECT with :key, e.g. SELECT ... WHERE k = :key"
+        )
     if words[0] not in ("SELECT", "WITH"):
         raise QueryError(
             f"the query starts with {words[0]}, not SELECT or WITH; only a read-only SELECT "
