@@ -78,7 +78,10 @@ def main() -> int:
     try:
         pg.sql(f"CREATE USER app PASSWORD '{APP_PASSWORD}'")
         pg.sql("CREATE DATABASE appdb OWNER app")
-        pg.sql("CREATE TABLE flags (key text PRIMARY KEY, value text, enabled boolean)", database="appdb")
+        pg.sql(
+            "CREATE TABLE flags (key text PRIMARY KEY, value text, enabled boolean)",
+            database="appdb",
+        )
         pg.sql("INSERT INTO flags VALUES ('dark-mode', 'on', true)", database="appdb")
         pg.sql("GRANT SELECT ON flags TO app", database="appdb")
         with moto_server() as endpoint:
@@ -107,7 +110,9 @@ def main() -> int:
             deadline = time.monotonic() + 20
             while True:
                 try:
-                    conn.request("GET", "/-/health", headers={"X-Aws-Parameters-Secrets-Token": TOKEN})
+                    conn.request(
+                        "GET", "/-/health", headers={"X-Aws-Parameters-Secrets-Token": TOKEN}
+                    )
                     conn.getresponse().read()
                     break
                 except OSError:
@@ -130,8 +135,12 @@ def main() -> int:
 
             def connect() -> pg8000.native.Connection:
                 return pg8000.native.Connection(
-                    "app", host="127.0.0.1", port=pg.port, database="appdb",
-                    password=APP_PASSWORD, ssl_context=False,
+                    "app",
+                    host="127.0.0.1",
+                    port=pg.port,
+                    database="appdb",
+                    password=APP_PASSWORD,
+                    ssl_context=False,
                 )
 
             sql = "SELECT key, value, enabled FROM flags WHERE key = :key"
@@ -170,14 +179,20 @@ def main() -> int:
                 for name, fn in cases.items():
                     samples[name].extend(timed(fn, counts[name]))
             med = {k: statistics.median(v) for k, v in samples.items()}
-            print(f"PostgreSQL {os.path.basename(os.path.dirname(bindir))} on loopback, {args.rounds} rounds")
+            print(
+                f"PostgreSQL {os.path.basename(os.path.dirname(bindir))} on loopback, {args.rounds} rounds"
+            )
             for name, value in med.items():
                 print(f"  {name:16s} median {value * 1e6:9.1f} µs  ({len(samples[name])} samples)")
             print(f"  ratio fresh-connection query / hit: {med['fresh'] / med['hit']:.1f}x")
             print(f"  ratio kept-connection query / hit:  {med['kept'] / med['hit']:.2f}x")
             if args.psycopg:
-                print(f"  ratio psycopg fresh / pg8000 fresh: {med['psycopg_fresh'] / med['fresh']:.2f}x")
-                print(f"  ratio psycopg kept / pg8000 kept:   {med['psycopg_kept'] / med['kept']:.2f}x")
+                print(
+                    f"  ratio psycopg fresh / pg8000 fresh: {med['psycopg_fresh'] / med['fresh']:.2f}x"
+                )
+                print(
+                    f"  ratio psycopg kept / pg8000 kept:   {med['psycopg_kept'] / med['kept']:.2f}x"
+                )
     finally:
         if child is not None:
             child.terminate()

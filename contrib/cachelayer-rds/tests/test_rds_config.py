@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 from cachelayer_rds.config import parse_url
@@ -196,3 +196,73 @@ class TestIamToken:
         now[0] += datetime.timedelta(minutes=2)
         renewed = tokens.token("h", 5432, "u", "us-east-1")
         assert renewed != first and "X-Amz-Date=20260101T001100Z" in renewed
+
+
+class TestIamConnection:
+    def test_connections_use_a_fresh_token_as_password_over_tls(self) -> None:
+        """With iam_auth the password is the current token for the URL's host, port and user,
+        and TLS is on. Stubbed opener: no local server can validate an RDS IAM token."""
+        from cachelayer import ProviderContext
+        from cachelayer_rds import RdsProvider, RdsSource
+
+        seen: List[Tuple[str, Optional[str]]] = []
+
+        class Recorded:
+            usable = True
+
+            def query(self, key: Any) -> Any:
+                return ["k"], [[key]]
+
+            def close(self) -> None:
+                self.usable = False
+
+        def opener(source: RdsSource, password: Optional[str]) -> Any:
+            seen.append((source.sslmode, password))
+            return Recorded()
+
+        moment = datetime.datetime(2026, 5, 1, 12, 0, 0)
+        creds = AwsCredentials("AKID", "SECRET", "SESSION")
+        provider = RdsProvider(
+            opener=opener, tokens=IamTokens(credentials=lambda: creds, clock=lambda: moment)
+        )
+        host = "db.abc.eu-west-1.rds.amazonaws.com"
+        provider.configure(
+            [
+                RdsSource(
+                    name="iam",
+                    url=f"postgresql://app@{host}/appdb",
+                    iam_auth=True,
+                    query="SELECT :key AS k",
+                )
+            ],
+            ProviderContext(client=lambda *a: None),
+        )
+        assert provider.fetch(provider.resolve("iam/x", {})).body == b'[{"k":"x"}]'
+        assert seen == [("require", db_auth_token(host, 5432, "app", "eu-west-1", creds, moment))]
+
+
+class TestEncoding:
+    def test_special_values(self) -> None:
+        """NaN and infinities become strings; negative durations and time zones are kept."""
+        import decimal
+
+        from cachelayer_rds.encoding import encode_rows
+
+        tz = datetime.timezone(datetime.timedelta(hours=-3, minutes=-30))
+        body = encode_rows(
+            ["a", "b", "c", "d", "e", "f"],
+            [
+                [
+                    float("nan"),
+                    decimal.Decimal("-0.000"),
+                    decimal.Decimal("Infinity"),
+                    datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=tz),
+                    -datetime.timedelta(seconds=30),
+                    datetime.time(1, 2, 3),
+                ]
+            ],
+        )
+        assert body == (
+            b'[{"a":"nan","b":-0.000,"c":"Infinity","d":"2024-01-02T03:04:05-03:30",'
+            b'"e":"-PT30S","f":"01:02:03"}]'
+        )

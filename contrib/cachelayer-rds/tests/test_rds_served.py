@@ -7,6 +7,8 @@ the core's /secrets route, and the server's own statistics to count the queries 
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import signal
 import time
 import urllib.parse
 from typing import Any, Callable, List
@@ -127,6 +129,40 @@ class TestServedPostgres:
         wait_for(fresh)
         wait_for(lambda: server.get("/rds?name=flags/beta").status == 200)
         assert backends(postgres) == 1
+
+
+@pytest.mark.slow
+class TestFreeze:
+    def test_connection_killed_while_frozen_is_replaced_on_thaw(
+        self, postgres: PostgresServer, secret: None, cachelayer_server: Callable[..., Any]
+    ) -> None:
+        """Frozen (SIGSTOP) past the server's idle_session_timeout, the kept connection dies; on
+        thaw the next read replaces it once and answers fresh, with one connection left."""
+        postgres.sql(f"CREATE USER frozen PASSWORD '{APP_PASSWORD}'")
+        try:
+            postgres.sql("ALTER ROLE frozen SET idle_session_timeout = '500ms'")
+            postgres.sql("GRANT SELECT ON flags TO frozen", database="appdb")
+            config = CONFIG.format(port=postgres.port, ttl="1s", pool=1).replace(
+                "postgresql://app@", "postgresql://frozen@"
+            )
+            server = cachelayer_server(config)
+            assert server.get("/rds?name=flags/beta").status == 200
+            assert backends(postgres) == 1
+            os.kill(server.process.pid, signal.SIGSTOP)
+            try:
+                wait_for(lambda: backends(postgres) == 0, timeout=10)  # killed while frozen
+                time.sleep(0.6)  # and past the TTL
+            finally:
+                os.kill(server.process.pid, signal.SIGCONT)
+            thawed = server.get("/rds?name=flags/beta")
+            assert (thawed.status, thawed.headers["X-Cache"]) == (200, "miss"), thawed.body
+            assert backends(postgres) == 1
+        finally:
+            postgres.sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'frozen'"
+            )
+            postgres.sql("REVOKE ALL ON flags FROM frozen", database="appdb")
+            postgres.sql("DROP USER frozen")
 
 
 @pytest.mark.slow
