@@ -202,8 +202,9 @@ class TestIamConnection:
     def test_connections_use_a_fresh_token_as_password_over_tls(self) -> None:
         """With iam_auth the password is the current token for the URL's host, port and user,
         and TLS is on. Stubbed opener: no local server can validate an RDS IAM token."""
-        from cachelayer import ProviderContext
         from cachelayer_rds import RdsProvider, RdsSource
+
+        from cachelayer import ProviderContext
 
         seen: List[Tuple[str, Optional[str]]] = []
 
