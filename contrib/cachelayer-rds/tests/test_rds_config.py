@@ -108,6 +108,19 @@ class TestRefusedQueries:
         error = config_error(tmp_path, ISSUE_EXAMPLE.replace("max_rows:", "max_row:"))
         assert ":7:" in str(error) and "max_rows" in str(error)
 
+    def test_prefetch_keys_are_declared_and_checked(self, tmp_path: Path) -> None:
+        """keys are the items init_startup prefetches; a non-integer one with key_type integer is refused."""
+        app = load(tmp_path, ISSUE_EXAMPLE + "    keys: [dark-mode, beta]\n")
+        try:
+            names = [i.name for i in app.registry.by_name["rds"].provider.declared()]
+            assert names == ["flags/dark-mode", "flags/beta"]
+        finally:
+            app.close()
+        error = config_error(
+            tmp_path, ISSUE_EXAMPLE + "    key_type: integer\n    keys: ['1', x]\n"
+        )
+        assert ":10:" in str(error) and "not an integer" in str(error)
+
     def test_both_password_and_iam_is_refused(self, tmp_path: Path) -> None:
         """password_secret and iam_auth together are refused."""
         error = config_error(tmp_path, ISSUE_EXAMPLE + "    iam_auth: true\n")

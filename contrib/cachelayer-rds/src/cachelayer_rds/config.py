@@ -199,6 +199,15 @@ class RdsSource:
                 "give either password_secret or iam_auth: true, not both",
                 attrs.fields(RdsSource).iam_auth,
             )
+        if self.key_type == "integer":
+            for key in self.keys:
+                try:
+                    int(key, 10)
+                except ValueError:
+                    raise ValueError(
+                        f"keys holds {key!r}, which is not an integer (key_type: integer)",
+                        attrs.fields(RdsSource).keys,
+                    ) from None
         if self.iam_auth and self.signing_region is None:
             raise ValueError(
                 "iam_auth needs a region: set region: (the host is not an RDS endpoint name)",

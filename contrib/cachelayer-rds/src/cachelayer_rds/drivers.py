@@ -207,12 +207,17 @@ class PostgresConnection:
                 database=db.database,
                 password=password,
                 ssl_context=ssl_context(source) or False,
-                timeout=float(source.connect_timeout) + float(source.statement_timeout),
+                timeout=float(source.connect_timeout),
                 application_name=APPLICATION_NAME,
                 startup_params={"TimeZone": "UTC"},
             )
         except Exception as exc:
             raise _pg_failure(exc, source) from exc
+        # pg8000 takes one timeout for connecting and for every read after; connect with
+        # connect_timeout, then let reads wait for the statement timeout too (no public setter).
+        raw = getattr(self._conn, "_usock", None)
+        if isinstance(raw, socket.socket):
+            raw.settimeout(float(source.connect_timeout) + float(source.statement_timeout))
         for oid in (_PG_JSON, _PG_JSONB):  # exact numbers inside json too, as in columns
             self._conn.register_in_adapter(oid, _exact_json)
         timeout_ms = max(1, int(float(source.statement_timeout) * 1000))

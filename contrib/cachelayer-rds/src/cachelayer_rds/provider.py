@@ -72,7 +72,9 @@ class ConnectionPool:
                     raise UpstreamError("the rds provider is shutting down")
                 if self._idle and not fresh:
                     return self._idle.pop(), True
-                if self._idle and fresh:
+                if fresh and self._idle and self._count >= self.size:
+                    # Make room for the replacement: the oldest idle connection has most
+                    # likely died in the same freeze as the one being replaced.
                     self._close(self._idle.pop(0))
                     self._count -= 1
                 if self._count < self.size:
