@@ -23,7 +23,9 @@ class CacheReader:
     """``read(route, name)``: the value ``GET /<route>?name=<name>`` would answer.
 
     Called from a provider's worker thread; the read itself runs on the event loop that started
-    that provider call, so it shares the cache's single-flight, TTL and stale-if-error.
+    that provider call, so it shares the cache's single-flight, TTL and stale-if-error. A miss
+    there needs a free worker of its own while the caller holds one; providers that read should
+    do so rarely (cachelayer-rds: once per new connection), and the wait is bounded.
     """
 
     cache: Cache
