@@ -88,7 +88,9 @@ def mariadb() -> Iterator[MariadbServer]:
     if MariadbServer.find_server() is None:
         pytest.fail(f"MariaDB's server (mariadbd) is not installed; {INSTALL_HINT}")
     directory = temp_directory("cachelayer-rds-my-")
-    server = MariadbServer(directory)
+    tls_dir = os.path.join(directory, "tls")
+    os.mkdir(tls_dir)
+    server = MariadbServer(directory, TestCA(tls_dir))
     try:
         server.init()
         server.start()

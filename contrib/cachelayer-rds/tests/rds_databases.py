@@ -249,6 +249,7 @@ class MariadbServer:
     """A MariaDB server on 127.0.0.1 with its general log in a table (to count queries)."""
 
     directory: str
+    tls: TestCA
     port: int = 0
     process: Any = None
 
@@ -276,6 +277,7 @@ class MariadbServer:
             check=True,
             capture_output=True,
         )
+        self.tls.create(None)
         self.port = free_port()
 
     def start(self) -> None:
@@ -296,6 +298,9 @@ class MariadbServer:
                 "--skip-log-bin",
                 "--innodb-buffer-pool-size=16M",
                 "--max-connections=20",
+                f"--ssl-ca={self.tls.ca_file}",
+                f"--ssl-cert={self.tls.cert_file}",
+                f"--ssl-key={self.tls.key_file}",
             ],
             stdout=subprocess.DEVNULL,
             stderr=open(os.path.join(self.directory, "log"), "ab"),  # noqa: SIM115 (the server's log, open while it runs)

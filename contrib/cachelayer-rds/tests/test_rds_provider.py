@@ -224,20 +224,21 @@ class TestPostgres:
         assert provider.open_connections("flags") == 1
         assert backends(postgres) == 1
 
-    def test_a_refused_connection_is_transient(self, make: Any) -> None:
-        """Nothing listening on the port: DatabaseUnavailable, a transient error."""
+    @pytest.mark.parametrize("scheme", ["postgresql", "mysql"])
+    def test_a_refused_connection_is_transient(self, make: Any, scheme: str) -> None:
+        """Nothing listening on the port: DatabaseUnavailable, a transient error (both drivers)."""
         from rds_databases import free_port
 
         provider = make(
             RdsSource(
                 name="gone",
-                url=f"postgresql://app@127.0.0.1:{free_port()}/appdb",
+                url=f"{scheme}://app@127.0.0.1:{free_port()}/appdb",
                 query=FLAGS,
                 password_secret=SECRET_NAME,
                 connect_timeout=1,
             )
         )
-        with pytest.raises(DatabaseUnavailableError, match="Connection"):
+        with pytest.raises(DatabaseUnavailableError, match="ConnectionRefusedError"):
             provider.fetch(provider.resolve("gone/x", {}))
         assert provider.open_connections("gone") == 0
 
@@ -338,6 +339,31 @@ class TestTls:
 
 
 class TestMariadb:
+    def test_tls_verify_identity_with_the_ca_bundle(
+        self, mariadb: MariadbServer, make: Any
+    ) -> None:
+        """ssl-mode=VERIFY_IDENTITY with the named CA connects over TLS; another CA is refused."""
+        query = (
+            "SELECT VARIABLE_VALUE AS cipher FROM information_schema.SESSION_STATUS "
+            "WHERE VARIABLE_NAME = 'Ssl_cipher' AND :key = 'x'"
+        )
+        url = my_url(mariadb) + "?ssl-mode=VERIFY_IDENTITY"
+        provider = make(
+            my_source(mariadb, name="tls", url=url, query=query, ca_bundle=mariadb.tls.ca_file)
+        )
+        (row,) = get(provider, "tls/x")
+        assert row["cipher"]  # a TLS cipher is in use
+        plain = make(my_source(mariadb, name="tls", query=query))
+        assert get(plain, "tls/x") == [{"cipher": ""}]
+        wrong = make(
+            my_source(
+                mariadb, name="tls", url=url, query=query, ca_bundle=mariadb.tls.other_ca_file
+            )
+        )
+        with pytest.raises(UpstreamError, match="certificate failed verification") as caught:
+            wrong.fetch(wrong.resolve("tls/x", {}))
+        assert not isinstance(caught.value, TransientError)
+
     def test_rows_and_types(self, mariadb: MariadbServer, make: Any) -> None:
         """MariaDB rows: exact decimals, RFC 3339-style datetimes, TIME as a duration, bytes base64."""
         provider = make(my_source(mariadb))

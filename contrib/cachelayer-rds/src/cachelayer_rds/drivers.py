@@ -256,6 +256,7 @@ class PostgresConnection:
 
 _MY_TRANSIENT = {1040, 1203, 1205, 1213, 1226, 2002, 2003, 2005, 2006, 2013, 1927, 4031, 1053}
 _MY_DEAD = {2002, 2003, 2005, 2006, 2013, 1927, 4031, 1053, 1040, 1203, 1226}
+_MY_SOCKET = {2003, 2006, 2013}  # can't connect, gone away, lost connection
 _MY_TIMEOUT = {3024, 1969}  # MySQL max_execution_time, MariaDB max_statement_time
 _MY_AUTH = {1044, 1045, 1698, 1251, 2059}
 _MY_BAD_KEY = {1292, 1366, 1267}
@@ -266,6 +267,12 @@ def _my_failure(exc: BaseException, source: RdsSource) -> DatabaseFailure:
 
     if isinstance(exc, pymysql.err.MySQLError) and len(exc.args) >= 2:
         code, message = exc.args[0], str(exc.args[1])
+        if code in _MY_SOCKET:
+            # PyMySQL wraps socket and TLS errors (a failed certificate check too) in these
+            # codes; the original, in the exception's context, says which it was.
+            found = _transport_failure(exc, source)
+            if found is not None:
+                return found
         text = f"{_where(source)}: MySQL error {code}: {message}"
         if code in _MY_TIMEOUT:
             return DatabaseFailure(
@@ -347,6 +354,9 @@ class MysqlConnection:
                 read_timeout=io_timeout,
                 write_timeout=io_timeout,
                 ssl=ssl_context(source),
+                # PyMySQL would otherwise try TLS unverified when the server offers it
+                # (MySQL's PREFERRED): no sslmode means no TLS, as for PostgreSQL.
+                ssl_disabled=source.sslmode == "disable",
                 program_name=APPLICATION_NAME,
                 cursorclass=pymysql.cursors.SSCursor,
             )
