@@ -294,6 +294,18 @@ class TestPostgres:
 
 
 class TestTls:
+    def test_require_encrypts_without_a_ca_bundle(
+        self, postgres: PostgresServer, make: Any
+    ) -> None:
+        """sslmode=require encrypts even with no CA named (libpq's meaning)."""
+        provider = make(pg_source(postgres, url=pg_url(postgres, "?sslmode=require")))
+        assert get(provider, "flags/beta")[0]["value"] == "off"
+        rows = postgres.sql(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
+            "WHERE a.application_name = 'cachelayer-rds'"
+        )
+        assert rows == [[True]]
+
     def test_verify_full_with_the_operator_ca_bundle(
         self, postgres: PostgresServer, make: Any
     ) -> None:
