@@ -465,3 +465,66 @@ class TestResolve:
         with pytest.raises(BadRequestError, match="longer"):
             provider.resolve("flags/" + "x" * 2000, {})
         assert provider.resolve("flags/a/b", {}).name == "flags/a/b"
+
+
+class TestTooManyConnections:
+    def test_postgres_out_of_connection_slots_is_transient(
+        self, postgres: PostgresServer, make: Any
+    ) -> None:
+        """The server's "too many clients" (53300) is DatabaseUnavailable: transient."""
+        import pg8000.exceptions
+        import pg8000.native
+
+        held: List[Any] = []
+        try:
+            while len(held) < 40:
+                try:
+                    held.append(
+                        pg8000.native.Connection(
+                            "app",
+                            host="127.0.0.1",
+                            port=postgres.port,
+                            database="appdb",
+                            password=APP_PASSWORD,
+                            ssl_context=False,
+                        )
+                    )
+                except pg8000.exceptions.DatabaseError as exc:
+                    assert exc.args[0]["C"] == "53300"
+                    break
+            provider = make(pg_source(postgres))
+            with pytest.raises(DatabaseUnavailableError, match="53300"):
+                provider.fetch(provider.resolve("flags/beta", {}))
+            assert provider.open_connections("flags") == 0
+        finally:
+            for conn in held:
+                conn.close()
+
+    def test_mariadb_out_of_connections_is_transient(
+        self, mariadb: MariadbServer, make: Any
+    ) -> None:
+        """MariaDB's "Too many connections" (1040) is DatabaseUnavailable: transient."""
+        import pymysql
+
+        held: List[Any] = []
+        try:
+            while len(held) < 40:
+                try:
+                    held.append(
+                        pymysql.connect(
+                            host="127.0.0.1",
+                            port=mariadb.port,
+                            user="app",
+                            password=APP_PASSWORD,
+                            database="appdb",
+                        )
+                    )
+                except pymysql.err.OperationalError as exc:
+                    assert exc.args[0] == 1040
+                    break
+            provider = make(my_source(mariadb))
+            with pytest.raises(DatabaseUnavailableError, match="1040"):
+                provider.fetch(provider.resolve("flags/beta", {}))
+        finally:
+            for conn in held:
+                conn.close()
