@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
@@ -112,6 +113,23 @@ class TestContextRead:
         assert bodies == [f"secret-db+db:{i}".encode() for i in range(8)]
         assert upstream.fetches == ["db"]
         assert application.stats()["upstream"]["entries"] == 1
+
+    def test_readers_holding_every_worker_still_get_their_value(self, app: Any) -> None:
+        """More concurrent readers than fetch workers (16) do not starve the read they wait on:
+        it runs on the read workers, so all finish at once instead of timing out."""
+        application, upstream = app
+        provider = application.router.provider("dependent")
+
+        async def run() -> List[bytes]:
+            reads = [
+                application.cache.get(provider, provider.resolve(f"db:{i}", {})) for i in range(24)
+            ]
+            return [lookup.value.body for lookup in await asyncio.gather(*reads)]
+
+        started = time.monotonic()
+        bodies = asyncio.run(run())
+        assert len(bodies) == 24 and upstream.fetches == ["db"]
+        assert time.monotonic() - started < 5  # far below the reader's 15 s timeout
 
     def test_errors_of_the_read_route_reach_the_reader(self, app: Any) -> None:
         """A NotFound from the read route is raised to the reading provider."""

@@ -8,7 +8,7 @@ from typing import Optional
 
 import attrs
 
-from cachelayer.core.cache import Cache, current_loop
+from cachelayer.core.cache import Cache, current_loop, nested_read
 from cachelayer.core.router import Router
 from cachelayer.errors import UpstreamTimeoutError
 from cachelayer.provider import Value
@@ -23,9 +23,9 @@ class CacheReader:
     """``read(route, name)``: the value ``GET /<route>?name=<name>`` would answer.
 
     Called from a provider's worker thread; the read itself runs on the event loop that started
-    that provider call, so it shares the cache's single-flight, TTL and stale-if-error. A miss
-    there needs a free worker of its own while the caller holds one; providers that read should
-    do so rarely (cachelayer-rds: once per new connection), and the wait is bounded.
+    that provider call, so it shares the cache's single-flight, TTL and stale-if-error. A fetch
+    the read starts runs on the cache's separate read workers: every main worker may be held by
+    a reader waiting for it. The wait is bounded all the same.
     """
 
     cache: Cache
@@ -41,6 +41,7 @@ class CacheReader:
         router = self.router
 
         async def lookup() -> Value:
+            nested_read.set(True)  # this task's own context: its fetches use the read workers
             provider, item = router.resolve(route, {"name": name})
             return (await self.cache.get(provider, item)).value
 
