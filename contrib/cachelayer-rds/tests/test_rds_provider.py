@@ -207,8 +207,9 @@ class TestPostgres:
         item = provider.resolve("n/007", {})
         assert item.name == "n/7"
         assert json.loads(provider.fetch(item).body) == [{"twice": 14}]
-        with pytest.raises(BadRequestError, match="integer"):
-            provider.resolve("n/seven", {})
+        for bad in ("seven", "1_000", " 7", "7.0", "+7"):
+            with pytest.raises(BadRequestError, match="integer"):
+                provider.resolve("n/" + bad, {})
 
     def test_a_dead_kept_connection_is_replaced_once(
         self, postgres: PostgresServer, make: Any

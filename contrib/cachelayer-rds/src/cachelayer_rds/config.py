@@ -12,7 +12,14 @@ import attrs
 from cachelayer import Duration
 from cachelayer_rds.sql import Query, QueryError, parse_query
 
-__all__ = ["DEFAULT_MAX_ROWS", "DatabaseUrl", "RdsSource", "parse_url"]
+__all__ = [
+    "DEFAULT_MAX_ROWS",
+    "INTEGER_KEY",
+    "MAX_KEY_LENGTH",
+    "DatabaseUrl",
+    "RdsSource",
+    "parse_url",
+]
 
 DEFAULT_MAX_ROWS = 100
 MAX_ROWS_LIMIT = 100_000
@@ -29,6 +36,10 @@ _SSL_MODES = {
     "verify-full": "verify-full",
     "verify_identity": "verify-full",
 }
+MAX_KEY_LENGTH = 1024
+"""Characters: a longer key is refused (400) rather than sent to the database and cached."""
+INTEGER_KEY = re.compile(r"-?[0-9]+\Z")
+"""What ``key_type: integer`` accepts: decimal digits, optionally negative; nothing else."""
 _RDS_HOST = re.compile(r"\.([a-z]{2}(?:-[a-z]+)+-\d)\.rds\.amazonaws\.com(?:\.cn)?$")
 
 
@@ -158,8 +169,11 @@ def _file(instance: Any, attribute: Any, value: Optional[str]) -> None:
 
 def _keys(instance: Any, attribute: Any, value: List[str]) -> None:
     for key in value:
-        if not key:
-            raise ValueError("keys must not hold an empty key", attribute)
+        if not key or len(key) > MAX_KEY_LENGTH or "\x00" in key:
+            raise ValueError(
+                f"keys holds {key[:40]!r}: a key is 1 to {MAX_KEY_LENGTH} characters, no NUL",
+                attribute,
+            )
 
 
 @attrs.frozen
@@ -201,13 +215,11 @@ class RdsSource:
             )
         if self.key_type == "integer":
             for key in self.keys:
-                try:
-                    int(key, 10)
-                except ValueError:
+                if not INTEGER_KEY.match(key):
                     raise ValueError(
                         f"keys holds {key!r}, which is not an integer (key_type: integer)",
                         attrs.fields(RdsSource).keys,
-                    ) from None
+                    )
         if self.iam_auth and self.signing_region is None:
             raise ValueError(
                 "iam_auth needs a region: set region: (the host is not an RDS endpoint name)",

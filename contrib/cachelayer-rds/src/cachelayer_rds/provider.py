@@ -24,17 +24,14 @@ from cachelayer import (
     UpstreamTimeoutError,
     Value,
 )
-from cachelayer_rds.config import RdsSource
+from cachelayer_rds.config import INTEGER_KEY, MAX_KEY_LENGTH, RdsSource
 from cachelayer_rds.drivers import Connection, DatabaseFailure, open_connection
 from cachelayer_rds.encoding import encode_rows
 from cachelayer_rds.iam import IamTokens
 
-__all__ = ["MAX_KEY_LENGTH", "ConnectionPool", "RdsProvider", "TooManyRowsError"]
+__all__ = ["ConnectionPool", "RdsProvider", "TooManyRowsError"]
 
 log = logging.getLogger("cachelayer.rds")
-
-MAX_KEY_LENGTH = 1024
-"""Characters: a longer key is refused (400) rather than sent to the database and cached."""
 
 _LIVE: weakref.WeakSet[RdsProvider] = weakref.WeakSet()
 
@@ -202,12 +199,11 @@ class RdsProvider:
             raise BadRequestError("the key holds a NUL character, which no database accepts")
         bound: Union[str, int] = key
         if source.key_type == "integer":
-            try:
-                bound = int(key, 10)
-            except ValueError:
+            if not INTEGER_KEY.match(key):
                 raise BadRequestError(
                     f"the rds source {source_name!r} takes integer keys; {key!r} is not one"
-                ) from None
+                )
+            bound = int(key, 10)
             key = str(bound)
         return Item(
             route=self.route,
