@@ -13,3 +13,4 @@ for pkg in contrib/cachelayer-s3 contrib/cachelayer-appconfig; do
 done
 # shellcheck disable=SC2086  # $extras is a list of arguments on purpose
 .venv/bin/python -m pip install --quiet -e '.[dev]' $extras
+bash scripts/ci/install-redis.sh

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
+import math
 import random
 import threading
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     Dict,
@@ -29,6 +32,9 @@ import attrs
 
 from cachelayer.errors import CachelayerError, NotFoundError, TransientError, UpstreamError
 from cachelayer.provider import Item, Provider, SupportsFetchMany, SupportsRefresh, Value
+
+if TYPE_CHECKING:
+    from cachelayer.shared.tier import Fetched, SharedTier
 
 log = logging.getLogger("cachelayer.cache")
 
@@ -141,8 +147,11 @@ class Cache:
         clock: Callable[[], float] = time.monotonic,
         executor: Optional[Executor] = None,
         rng: Optional[random.Random] = None,
+        shared: Optional[SharedTier] = None,
     ) -> None:
         self.policy = policy
+        # The optional second tier, asked on every upstream fetch (cachelayer.shared).
+        self.shared = shared
         self._clock = clock
         self._executor = executor or ThreadPoolExecutor(16, thread_name_prefix="cachelayer-fetch")
         self._rng = rng or random.Random()
@@ -225,13 +234,20 @@ class Cache:
         def done(call: asyncio.Future[Value]) -> None:
             del self._inflight[item.key]
             try:
-                value = call.result()
+                result = call.result()
             except BaseException as exc:
                 self._settle_failure(future, provider, item, exc)
-            else:
-                if value is previous:
+                return
+            if isinstance(result, Value):
+                if result is previous:
                     self._stats[item.route].not_modified += 1
-                future.set_result(self._store(provider, item, value))
+                future.set_result(self._store(provider, item, result))
+            elif result.stale:  # upstream failed; the shared tier had a stale copy
+                future.set_result(self._store_stale(provider, item, result))
+            else:  # through the shared tier: its freshness, never more
+                future.set_result(
+                    self._store(provider, item, result.value, result.age, result.remaining)
+                )
 
         held = self._entries.get(item.key)
         previous = held.value if held is not None else None
@@ -241,10 +257,15 @@ class Cache:
             item.name,
             "refresh" if previous is not None else "miss",
         )
+        fetch: Callable[[], Value]
         if previous is not None and isinstance(provider, SupportsRefresh):
-            call = self._run(provider.refresh, item.route, item, previous)
+            fetch = functools.partial(provider.refresh, item, previous)
         else:
-            call = self._run(provider.fetch, item.route, item)
+            fetch = functools.partial(provider.fetch, item)
+        if self.shared is not None:
+            call = self._run(self._fetch_shared, item.route, item, fetch, previous is not None)
+        else:
+            call = self._run(fetch, item.route)
         call.add_done_callback(done)
         return future
 
@@ -256,6 +277,20 @@ class Cache:
             self._stats[route] = RouteStats()
         return asyncio.get_running_loop().run_in_executor(
             self._executor, self._call_provider, fn, route, *args
+        )
+
+    def _fetch_shared(self, item: Item, fetch: Callable[[], Value], has_local: bool) -> Fetched:
+        """In a worker: read ``item`` through the shared tier, ``fetch`` being the upstream."""
+        assert self.shared is not None
+        ttl = self._ttl(item)
+        return self.shared.fetch(
+            item,
+            fetch,
+            ttl=ttl,
+            negative_ttl=self.policy.negative_ttl,
+            stale_if_error=self.policy.stale_if_error,
+            refresh_within=ttl * self.policy.refresh_ahead if has_local else 0.0,
+            has_local=has_local,
         )
 
     def _call_provider(self, fn: Callable[..., Any], route: str, *args: Any) -> Any:
@@ -309,20 +344,52 @@ class Cache:
     def _ttl(self, item: Item) -> float:
         return item.ttl if item.ttl is not None else self.policy.ttl_for(item.route)
 
-    def _store(self, provider: Provider, item: Item, value: Value) -> Lookup:
+    def _store(
+        self,
+        provider: Provider,
+        item: Item,
+        value: Value,
+        age: float = 0.0,
+        remaining: Optional[float] = None,
+    ) -> Lookup:
         now = self._clock()
         ttl = self._ttl(item)
         if ttl <= 0 or value.size > self.policy.max_bytes or self.policy.max_entries <= 0:
             self._drop(item.key)
-            return Lookup(value, "miss", 0.0, 0.0)
-        self._put(Entry(item, provider, self._stats[item.route], value, None, ttl, now, now + ttl))
-        return Lookup(value, "miss", 0.0, ttl)
+            return Lookup(value, "miss", age, 0.0)
+        fresh = ttl if remaining is None else min(ttl, remaining)
+        stats = self._stats[item.route]
+        self._put(Entry(item, provider, stats, value, None, ttl, now - age, now + fresh))
+        return Lookup(value, "miss", age, fresh)
+
+    def _store_stale(self, provider: Provider, item: Item, fetched: Fetched) -> Lookup:
+        """Keep the shared tier's stale copy as an expired, failing entry: later reads are
+        answered from it (stale-if-error) while retries back off."""
+        now = self._clock()
+        self._stats[item.route].upstream_errors += 1
+        ttl = self._ttl(item)
+        entry = Entry(
+            item,
+            provider,
+            self._stats[item.route],
+            fetched.value,
+            None,
+            ttl,
+            now - fetched.age,
+            now - fetched.overdue,
+            failures=1,
+            retry_at=now + RETRY_BASE * (0.5 + self._rng.random() / 2),
+        )
+        if fetched.value.size <= self.policy.max_bytes and self.policy.max_entries > 0:
+            self._put(entry)
+        return Lookup(fetched.value, "stale", fetched.age, 0.0)
 
     def _remember_not_found(
         self, provider: Provider, item: Item, exc: NotFoundError, now: float
     ) -> None:
         self._drop(item.key)
-        ttl = self.policy.negative_ttl
+        # A "not found" read from the shared tier keeps its remaining time there.
+        ttl = min(self.policy.negative_ttl, getattr(exc, "shared_remaining", math.inf))
         if ttl > 0 and self.policy.max_entries > 0:
             self._put(
                 Entry(item, provider, self._stats[item.route], None, exc, ttl, now, now + ttl)
@@ -464,6 +531,9 @@ class Cache:
         for key, entry in self._entries.items():
             out[key[0]]["entries"] += 1
             out[key[0]]["bytes"] += entry.size
+        if self.shared is not None:
+            for route, d in out.items():
+                d.update(self.shared.stats_for(route))
         return dict(sorted(out.items()))
 
     @property

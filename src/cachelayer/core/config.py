@@ -19,6 +19,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from cachelayer.core.durations import DURATION_HINT, format_duration, parse_bool, parse_duration
 from cachelayer.errors import ConfigError, PluginError
 from cachelayer.provider import Duration
+from cachelayer.shared.settings import ENV as SHARED_ENV
+from cachelayer.shared.settings import SharedConfig, SharedSettings, resolve_shared
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -49,6 +51,7 @@ KNOWN_ENV: Tuple[str, ...] = (
     "CACHE_EXTENSION_LOG_LEVEL",
     "CACHE_EXTENSION_PLUGINS",
     "CACHE_EXTENSION_DISABLE_PLUGINS",
+    *SHARED_ENV,
     # Read by the layer's launcher, not by Python; known so they draw no warning.
     "CACHE_EXTENSION_PYTHON",
     "CACHE_EXTENSION_NAME",
@@ -710,6 +713,7 @@ class CacheSettings:
     stale_if_error: Duration = attrs.field(default=Duration(3600.0), validator=_not_negative)
     refresh_ahead: Ratio = attrs.field(default=Ratio(0.2), validator=_fraction)
     init_startup: Optional[bool] = None
+    shared: Optional[SharedSettings] = None
 
 
 @attrs.frozen
@@ -728,6 +732,7 @@ class Settings:
     sections: Mapping[str, Any] = attrs.Factory(dict)
     env_ttl: Mapping[str, float] = attrs.Factory(dict)
     warnings: Tuple[str, ...] = ()
+    shared: Optional[SharedConfig] = None
 
     def ttl_for(self, section: str) -> float:
         """The TTL (seconds) for a provider section when nothing more specific sets one."""
@@ -934,6 +939,14 @@ def load_settings(
         loaded = True
     cache, config_sets_max, sections = _structure_sections(root, path, schemas, broken)
     cache = cache if cache is not None else CacheSettings()
+    cache_node = _find_key(root, "cache")
+    shared_node = _find_key(cache_node, "shared") if isinstance(cache_node, MappingNode) else None
+    shared = resolve_shared(
+        environ,
+        cache.shared,
+        source=path,
+        line=_line(shared_node) if shared_node is not None else None,
+    )
 
     # The environment.
     default_ttl = float(cache.ttl) if cache.ttl is not None else DEFAULT_TTL
@@ -1060,6 +1073,7 @@ def load_settings(
         sections=sections,
         env_ttl=env_ttl,
         warnings=tuple(warnings),
+        shared=shared,
     )
 
 
