@@ -940,13 +940,12 @@ def load_settings(
     cache, config_sets_max, sections = _structure_sections(root, path, schemas, broken)
     cache = cache if cache is not None else CacheSettings()
     cache_node = _find_key(root, "cache")
-    shared_node = _find_key(cache_node, "shared") if isinstance(cache_node, MappingNode) else None
-    shared = resolve_shared(
-        environ,
-        cache.shared,
-        source=path,
-        line=_line(shared_node) if shared_node is not None else None,
-    )
+    shared_line = None
+    if isinstance(cache_node, MappingNode):  # where ``shared:`` is written, for its errors
+        for knode, _ in cache_node.value:
+            if isinstance(knode, ScalarNode) and knode.value == "shared":
+                shared_line = _line(knode)
+    shared = resolve_shared(environ, cache.shared, source=path, line=shared_line)
 
     # The environment.
     default_ttl = float(cache.ttl) if cache.ttl is not None else DEFAULT_TTL

@@ -97,7 +97,7 @@ class RedisStore:
 
     def _describe(self, exc: BaseException) -> str:
         text = str(exc)
-        if "MOVED" in text or "ASK" in text.split(" ", 1)[0]:
+        if type(exc).__name__ in ("MovedError", "AskError") or text.startswith(("MOVED", "ASK")):
             return (
                 f"{redact_url(self._options.url)} is a cluster-mode server ({text[:80]}); "
                 "set cache.shared.cluster: true"

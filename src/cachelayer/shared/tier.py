@@ -328,7 +328,7 @@ class SharedTier:
 
     # -- store operations ----------------------------------------------------------------
 
-    def _op(self, counters: _RouteCounters, fn: Callable[[], Any], timed: bool = True) -> Any:
+    def _op(self, counters: _RouteCounters, fn: Callable[[], Any]) -> Any:
         if not self.breaker.allow():
             raise _Unavailable
         started = time.perf_counter()
@@ -348,13 +348,28 @@ class SharedTier:
             else:
                 log.debug("shared tier operation failed: %s", exc)
             raise _Unavailable from None
-        if timed:
-            elapsed = time.perf_counter() - started
-            with self._lock:
-                counters.latencies.append(elapsed)
+        elapsed = time.perf_counter() - started
+        with self._lock:
+            counters.latencies.append(elapsed)
         if self.breaker.success():
             log.warning("shared tier %s answers again; using it", redact_url(self.config.url))
         return result
+
+    def _sealer_for(self, counters: _RouteCounters) -> Sealer:
+        """The sealer, made on first use (the key may come from Secrets Manager); a failure to
+        get the key makes the tier unavailable like a store failure."""
+        if self._sealer is not None:
+            return self._sealer
+        if self.breaker.state == "open":  # looking does not take the half-open probe
+            raise _Unavailable
+        try:
+            return self._seal_key()
+        except StoreError as exc:
+            with self._lock:
+                counters.errors += 1
+            self.breaker.failure()
+            log.warning("shared tier unusable: %s", exc)
+            raise _Unavailable from None
 
     def _seal_key(self) -> Sealer:
         sealer = self._sealer
@@ -381,7 +396,7 @@ class SharedTier:
             return self._sealer
 
     def _read(self, counters: _RouteCounters, key: str) -> Optional[SharedRecord]:
-        sealer = self._op(counters, self._seal_key, timed=False)
+        sealer = self._sealer_for(counters)
         data = self._op(counters, lambda: self.store.get(key))
         if data is None:
             return None
@@ -400,7 +415,7 @@ class SharedTier:
             log.debug("not sharing %r: %s", key, exc)
             return
         try:
-            sealer = self._op(counters, self._seal_key, timed=False)
+            sealer = self._sealer_for(counters)
             sealed = sealer.seal(key.encode("utf-8"), plaintext)
             self._op(counters, lambda: self.store.set(key, sealed, ttl))
         except _Unavailable:

@@ -167,6 +167,9 @@ class RedisServer:
                 str(self.directory / f"nodes-{self.port}.conf"),
                 "--cluster-node-timeout",
                 "2000",
+                # An explicit bus port: the default (port + 10000) may be taken or too high.
+                "--cluster-port",
+                str(free_port()),
             ]
         if self.password:
             args += ["--requirepass", self.password]
