@@ -167,22 +167,14 @@ class TestConfiguration:
             load_settings(env, {}, config_path=str(path))
         assert raw not in str(err.value)
 
-    def test_an_unknown_scheme_lists_the_installed_stores(
-        self, aws: str, tmp_path: Path
-    ) -> None:
+    def test_an_unknown_scheme_lists_the_installed_stores(self, aws: str, tmp_path: Path) -> None:
         """A URL no store answers names the stores installed (redis://, rediss://)."""
+        config = "cache:\n  shared:\n    url: memcached://h:1\n"
+        env = {"CACHE_EXTENSION_SHARED_KEY": KEY}
         with pytest.raises(ConfigError, match=r"scheme 'memcached'.*redis://, rediss://"):
-            with live_server(
-                aws,
-                tmp_path,
-                "cache:\n  shared:\n    url: memcached://h:1\n",
-                {"CACHE_EXTENSION_SHARED_KEY": KEY},
-            ):
-                pass
+            live_server(aws, tmp_path, config, env).__enter__()
 
-    def test_the_core_serves_without_redis_or_cryptography_installed(
-        self, tmp_path: Path
-    ) -> None:
+    def test_the_core_serves_without_redis_or_cryptography_installed(self, tmp_path: Path) -> None:
         """Without the extra, the core imports and builds an app; a configured tier says to
         install cachelayer[shared]."""
         script = f"""
@@ -359,7 +351,9 @@ class TestNeverWorse:
         tier.fetch(item, lambda: Value(b"v"), ttl=60, negative_ttl=30, stale_if_error=60)
         killed = admin.client_kill_filter(_type="normal", skipme=True)
         assert killed >= 1
-        fetched = tier.fetch(item, lambda: Value(b"other"), ttl=60, negative_ttl=30, stale_if_error=60)
+        fetched = tier.fetch(
+            item, lambda: Value(b"other"), ttl=60, negative_ttl=30, stale_if_error=60
+        )
         assert fetched.value.body == b"v"
         assert tier.stats_for("parameters")["shared_errors"] == 0
         tier.close()
@@ -468,7 +462,11 @@ class TestCluster:
             items = [Item("parameters", f"k{i}") for i in range(24)]
             for it in items:
                 writer.fetch(
-                    it, lambda it=it: Value(it.name.encode()), ttl=60, negative_ttl=30, stale_if_error=60
+                    it,
+                    lambda it=it: Value(it.name.encode()),
+                    ttl=60,
+                    negative_ttl=30,
+                    stale_if_error=60,
                 )
             assert all(len(scan_all([n])) > 0 for n in nodes)  # spread over the three
             for it in items:
@@ -483,7 +481,9 @@ class TestCluster:
             def start_migration(it: Item) -> Tuple[RedisServer, RedisServer, str]:
                 key = reader.storage_key(it)
                 slot = str(admin.keyslot(key))
-                src = next(n for n in nodes if _raw(n.port, "CLUSTER", "COUNTKEYSINSLOT", slot) != "0")
+                src = next(
+                    n for n in nodes if _raw(n.port, "CLUSTER", "COUNTKEYSINSLOT", slot) != "0"
+                )
                 dst = next(n for n in nodes if n is not src)
                 _raw(dst.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", ids[src.port])
                 _raw(src.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", ids[dst.port])

@@ -214,16 +214,15 @@ class SharedTier:
             counters = self._counters[item.route]
         key = self.storage_key(item)
         try:
-            record = self._read(counters, key)
+            record, seen = self._read(counters, key)
         except _Unavailable:
             return Fetched(upstream(), 0.0, ttl)
+        bad = seen if record is None else None
         now = self._wall()
         if record is not None and record.remaining(now) > refresh_within:
             with self._lock:
                 counters.hits += 1
             return self._answer(record, now, ttl)
-        with self._lock:
-            counters.misses += 1
         lease_key = self._lease_key(key)
         token = base64.b64encode(os.urandom(12))
         won: Optional[bool]
@@ -231,15 +230,33 @@ class SharedTier:
             won = self._op(counters, lambda: self.store.add(lease_key, token, self._lease_ttl()))
         except _Unavailable:
             won = None  # fetch ourselves, write nothing
-        if won is False:
-            if record is not None and record.value is not None and record.remaining(now) > 0:
-                # Someone else is refreshing a value still fresh: use it meanwhile.
+        if won:
+            # Won, but maybe just after another winner wrote and released: look once more.
+            try:
+                again, _ = self._read(counters, key, bad)
+            except _Unavailable:
+                again = None
+            if again is not None and again.remaining(self._wall()) > refresh_within:
+                self._give_back(counters, lease_key, token, won)
                 with self._lock:
                     counters.hits += 1
-                return self._answer(record, now, ttl)
-            waited = self._wait(counters, key, lease_key)
-            if waited is not None:
+                return self._answer(again, self._wall(), ttl)
+        if (
+            won is False
+            and record is not None
+            and record.value is not None
+            and record.remaining(now) > 0
+        ):
+            # Someone else is refreshing a value still fresh: use it meanwhile.
+            with self._lock:
+                counters.hits += 1
+            return self._answer(record, now, ttl)
+        if won is False:
+            waited = self._wait(counters, key, lease_key, bad)
+            if waited is not None:  # counted as a hit (after a wait, see shared_lease_waits)
                 return self._answer(waited, self._wall(), ttl)
+        with self._lock:
+            counters.misses += 1  # this environment fetches upstream
         try:
             value = upstream()
         except NotFoundError as exc:
@@ -295,7 +312,9 @@ class SharedTier:
     def _lease_ttl(self) -> float:
         return float(self._settings.lease)
 
-    def _wait(self, counters: _RouteCounters, key: str, lease_key: str) -> Optional[SharedRecord]:
+    def _wait(
+        self, counters: _RouteCounters, key: str, lease_key: str, bad: Optional[bytes]
+    ) -> Optional[SharedRecord]:
         """Poll for the lease winner's value, up to ``lease_wait``; None if it does not come
         (the winner failed, gave the lease back, or is slow) or the store fails."""
         with self._lock:
@@ -309,15 +328,18 @@ class SharedTier:
             self._sleep(min(pause, left))
             pause = min(pause * 2, 0.05)
             try:
-                record = self._read(counters, key)
-                if record is not None and record.remaining(self._wall()) > 0:
-                    with self._lock:
-                        counters.hits += 1
-                    return record
-                if self._op(counters, lambda: self.store.get(lease_key)) is None:
-                    return None  # the winner gave up without writing: fetch ourselves
+                # The lease first: the winner writes, then releases, so once the lease is
+                # gone the value is there, unless the winner failed.
+                released = self._op(counters, lambda: self.store.get(lease_key)) is None
+                record, _ = self._read(counters, key, bad)
             except _Unavailable:
                 return None
+            if record is not None and record.remaining(self._wall()) > 0:
+                with self._lock:
+                    counters.hits += 1
+                return record
+            if released:
+                return None  # the winner gave up without writing: fetch ourselves
 
     def _give_back(
         self, counters: _RouteCounters, lease_key: str, token: bytes, won: Optional[bool]
@@ -395,18 +417,22 @@ class SharedTier:
                 self._sealer = Sealer(key)
             return self._sealer
 
-    def _read(self, counters: _RouteCounters, key: str) -> Optional[SharedRecord]:
+    def _read(
+        self, counters: _RouteCounters, key: str, known_bad: Optional[bytes] = None
+    ) -> Tuple[Optional[SharedRecord], Optional[bytes]]:
+        """The record at ``key`` (None if absent or rejected) and the bytes read.
+        ``known_bad``: bytes already rejected once, not counted or warned about again."""
         sealer = self._sealer_for(counters)
         data = self._op(counters, lambda: self.store.get(key))
-        if data is None:
-            return None
+        if data is None or data == known_bad:
+            return None, data
         try:
-            return decode_record(sealer.open(key.encode("utf-8"), data))
+            return decode_record(sealer.open(key.encode("utf-8"), data)), data
         except (UnsealError, ValueError, KeyError, TypeError) as exc:
             with self._lock:
                 counters.rejected += 1
             log.warning("shared entry %r rejected and treated as a miss: %s", key, exc)
-            return None
+            return None, data
 
     def _write(self, counters: _RouteCounters, key: str, record: SharedRecord, ttl: float) -> None:
         try:
