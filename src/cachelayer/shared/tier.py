@@ -163,7 +163,7 @@ class SharedTier:
         self.config = config
         self._settings = s
         self._read_secret = read_secret
-        self._wall = wall
+        self.wall = wall  # replaceable: a simulation runs the tier on its own clock
         self._monotonic = monotonic
         self._sleep = sleep
         self.breaker = CircuitBreaker(s.breaker_failures, float(s.breaker_cooldown), monotonic)
@@ -218,7 +218,7 @@ class SharedTier:
         except _Unavailable:
             return Fetched(upstream(), 0.0, ttl)
         bad = seen if record is None else None
-        now = self._wall()
+        now = self.wall()
         if record is not None and record.remaining(now) > refresh_within:
             with self._lock:
                 counters.hits += 1
@@ -236,11 +236,11 @@ class SharedTier:
                 again, _ = self._read(counters, key, bad)
             except _Unavailable:
                 again = None
-            if again is not None and again.remaining(self._wall()) > refresh_within:
+            if again is not None and again.remaining(self.wall()) > refresh_within:
                 self._give_back(counters, lease_key, token, won)
                 with self._lock:
                     counters.hits += 1
-                return self._answer(again, self._wall(), ttl)
+                return self._answer(again, self.wall(), ttl)
         if (
             won is False
             and record is not None
@@ -254,14 +254,14 @@ class SharedTier:
         if won is False:
             waited = self._wait(counters, key, lease_key, bad)
             if waited is not None:  # counted as a hit (after a wait, see shared_lease_waits)
-                return self._answer(waited, self._wall(), ttl)
+                return self._answer(waited, self.wall(), ttl)
         with self._lock:
             counters.misses += 1  # this environment fetches upstream
         try:
             value = upstream()
         except NotFoundError as exc:
             if won is not None and self._settings.negative and negative_ttl > 0:
-                started = self._wall()
+                started = self.wall()
                 rec = SharedRecord(None, started, started + negative_ttl, str(exc))
                 self._write(counters, key, rec, negative_ttl)
             self._give_back(counters, lease_key, token, won)
@@ -293,7 +293,7 @@ class SharedTier:
             self._give_back(counters, lease_key, token, won)
             raise
         if won is not None:
-            started = self._wall()
+            started = self.wall()
             self._write(
                 counters, key, SharedRecord(value, started, started + ttl), ttl + stale_if_error
             )
@@ -324,6 +324,11 @@ class SharedTier:
         while True:
             left = deadline - self._monotonic()
             if left <= 0:
+                log.debug(
+                    "%r: no value after waiting %.2fs for the lease",
+                    key,
+                    float(self._settings.lease_wait),
+                )
                 return None
             self._sleep(min(pause, left))
             pause = min(pause * 2, 0.05)
@@ -334,12 +339,13 @@ class SharedTier:
                 record, _ = self._read(counters, key, bad)
             except _Unavailable:
                 return None
-            if record is not None and record.remaining(self._wall()) > 0:
+            if record is not None and record.remaining(self.wall()) > 0:
                 with self._lock:
                     counters.hits += 1
                 return record
-            if released:
-                return None  # the winner gave up without writing: fetch ourselves
+            if released:  # the winner gave up without writing: fetch ourselves
+                log.debug("%r: the lease was given back without a value", key)
+                return None
 
     def _give_back(
         self, counters: _RouteCounters, lease_key: str, token: bytes, won: Optional[bool]
