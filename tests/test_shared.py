@@ -595,3 +595,32 @@ def test_shared_value_errors_are_not_found_exceptions() -> None:
     with pytest.raises(NotFoundError) as err:
         tier._answer(SharedRecord(None, 0.0, 10.0, "nope"), 4.0, 60)
     assert err.value.shared_remaining == 6.0  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+class TestColdStartWave:
+    def test_a_wave_of_prefetching_cold_starts_batch_fetches_once(
+        self, redis: RedisServer, proxy: UpstreamProxy, ssm: Any, tmp_path: Path
+    ) -> None:
+        """Five environments prefetching the same 25 declared parameters at init: one wins
+        the prefetch lease and batch-fetches (GetParameters by 10: 3 calls), the others take
+        the values from the tier."""
+        names = [f"d{i}" for i in range(25)]
+        for n in names:
+            ssm.put_parameter(Name=n, Value=f"value-of-{n}", Type="String")
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            "parameters:\n  - names: ["
+            + ", ".join(names)
+            + "]\n"
+            + shared_config(redis.url, timeout="1s", lease_wait="5s")
+        )
+        env = {
+            "AWS_ENDPOINT_URL": proxy.url,
+            "CACHE_EXTENSION_SHARED_KEY": KEY,
+            "CACHE_EXTENSION_INIT_STARTUP": "true",
+        }
+        with fleet(5, config, env) as envs:
+            assert proxy.count("GetParameters") == 3
+            assert read_all(envs, [f"/parameters?name={n}" for n in names]) == {200: 125}
+        assert proxy.count("GetParameter") == 0

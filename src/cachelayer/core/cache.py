@@ -453,6 +453,18 @@ class Cache:
         """
         started = time.monotonic()
         results: Dict[Item, Union[Value, Exception]] = {}
+        shared_fetched = 0
+        lease = None
+        route = items[0].route if items else provider.route
+        if self.shared is not None and items:
+            # Other environments may have fetched these already (a wave of cold starts).
+            found, lease = await self._run(
+                self.shared.prefetch_lookup, route, list(items), self._ttl
+            )
+            for item, fetched in found.items():
+                self._store(provider, item, fetched.value, fetched.age, fetched.remaining)
+            shared_fetched = len(found)
+            items = [i for i in items if i not in found]
         if items and isinstance(provider, SupportsFetchMany):
             try:
                 got = await self._run(provider.fetch_many, items[0].route, list(items))
@@ -477,11 +489,13 @@ class Cache:
 
             await asyncio.gather(*(one(i) for i in missing))
         failed: Dict[Key, str] = {}
-        fetched = 0
+        fetched = shared_fetched
+        to_share = []
         for item in items:
             result = results.get(item)
             if isinstance(result, Value):
                 self._store(provider, item, result)
+                to_share.append((item, result, self._ttl(item)))
                 fetched += 1
                 continue
             if isinstance(result, NotFoundError):
@@ -495,6 +509,14 @@ class Cache:
                 item.route,
                 item.name,
                 reason,
+            )
+        if self.shared is not None and (to_share or lease is not None):
+            await self._run(
+                self.shared.prefetch_store,
+                route,
+                to_share,
+                self.policy.stale_if_error,
+                lease,
             )
         return PrefetchReport(fetched, failed, time.monotonic() - started)
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
+import hashlib
 import logging
 import os
 import threading
 import time
 import urllib.parse
-from typing import Any, Callable, Deque, Dict, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import attrs
 
@@ -454,6 +455,90 @@ class SharedTier:
             return
         with self._lock:
             counters.writes += 1
+
+    # -- prefetch (init): many items at once --------------------------------------------
+
+    def prefetch_lookup(
+        self, items: Sequence[Item], ttl_of: Callable[[Item], float]
+    ) -> Tuple[Dict[Item, Fetched], Optional[Tuple[str, bytes]]]:
+        """Read ``items`` from the tier for a prefetch; return what was fresh there, and the
+        lease on the rest if this environment won it (then it batch-fetches and passes the
+        lease to ``prefetch_store``). When another environment holds that lease (a wave of cold
+        starts), wait up to ``lease_wait`` for its values. Never raises: a failing tier finds
+        nothing."""
+        shared = [i for i in items if ttl_of(i) > 0]
+        found: Dict[Item, Fetched] = {}
+        with self._lock:
+            counters = self._counters[items[0].route] if items else _RouteCounters()
+        missing = self._lookup_into(counters, shared, found)
+        if not missing:
+            return found, None
+        digest = hashlib.sha256("\n".join(sorted(self.storage_key(i) for i in missing)).encode())
+        lease_key = f"{self._settings.prefix}lease:prefetch:{digest.hexdigest()}"
+        token = base64.b64encode(os.urandom(12))
+        try:
+            won = self._op(counters, lambda: self.store.add(lease_key, token, self._lease_ttl()))
+        except _Unavailable:
+            return found, None
+        if won:
+            return found, (lease_key, token)
+        with self._lock:
+            counters.waits += 1
+        deadline = self._monotonic() + float(self._settings.lease_wait)
+        pause = 0.01
+        while missing and self._monotonic() < deadline:
+            self._sleep(min(pause, max(0.0, deadline - self._monotonic())))
+            pause = min(pause * 2, 0.1)
+            try:
+                released = self._op(counters, lambda: self.store.get(lease_key)) is None
+            except _Unavailable:
+                break
+            missing = self._lookup_into(counters, missing, found)
+            if released:
+                break
+        return found, None
+
+    def _lookup_into(
+        self, counters: _RouteCounters, items: Sequence[Item], found: Dict[Item, Fetched]
+    ) -> List[Item]:
+        missing: List[Item] = []
+        for i, item in enumerate(items):
+            try:
+                record, _ = self._read(counters, self.storage_key(item))
+            except _Unavailable:
+                missing.extend(items[i:])
+                break
+            now = self.wall()
+            if record is None or record.value is None or record.remaining(now) <= 0:
+                missing.append(item)
+                continue
+            with self._lock:
+                counters.hits += 1
+            found[item] = self._answer(record, now, float("inf"))
+        return missing
+
+    def prefetch_store(
+        self,
+        values: Sequence[Tuple[Item, Value, float]],
+        stale_if_error: float,
+        lease: Optional[Tuple[str, bytes]],
+    ) -> None:
+        """Write a prefetch's ``(item, value, ttl)`` results for the other environments, then
+        give back the prefetch lease."""
+        if not values and lease is None:
+            return
+        with self._lock:
+            counters = self._counters[values[0][0].route] if values else _RouteCounters()
+        for item, value, ttl in values:
+            if ttl <= 0:
+                continue
+            with self._lock:
+                counters.misses += 1
+            started = self.wall()
+            record = SharedRecord(value, started, started + ttl)
+            self._write(counters, self.storage_key(item), record, ttl + stale_if_error)
+        if lease is not None:
+            self._give_back(counters, lease[0], lease[1], True)
 
     # -- operations ----------------------------------------------------------------------
 
