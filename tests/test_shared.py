@@ -624,3 +624,108 @@ class TestColdStartWave:
             assert proxy.count("GetParameters") == 3
             assert read_all(envs, [f"/parameters?name={n}" for n in names]) == {200: 125}
         assert proxy.count("GetParameter") == 0
+
+
+class TestCredentials:
+    def test_password_and_key_from_secrets_manager(
+        self, tmp_path: Path, serve: Serve, proxy: UpstreamProxy, ssm: Any, aws: str
+    ) -> None:
+        """key_secret and password_secret are read from Secrets Manager on first use; a
+        server requiring AUTH accepts the password; two environments share values."""
+        sm = boto3.client("secretsmanager", endpoint_url=aws, region_name="us-west-2")
+        sm.create_secret(Name="tier-key", SecretString=KEY)
+        sm.create_secret(Name="tier-password", SecretString="pa55-word")
+        ssm.put_parameter(Name="p1", Value="v1", Type="String")
+        with RedisServer(tmp_path / "auth", password="pa55-word") as server:
+            config = shared_config(
+                server.url, key_secret="tier-key", password_secret="tier-password"
+            )
+            no_key = {"CACHE_EXTENSION_SHARED_KEY": ""}  # empty is unset: the secret is used
+            a, b = serve(config, no_key), serve(config, no_key)
+            assert a.get("/parameters?name=p1").text == "v1"
+            assert b.get("/parameters?name=p1").text == "v1"
+            assert b.stats()["parameters"]["shared_hits"] == 1
+            assert proxy.count("GetParameter") == 1
+            # Reading the tier's secrets is the core's own business, not the route's.
+            assert a.stats()["parameters"]["upstream_calls"] == 1
+            assert b.stats()["parameters"]["upstream_calls"] == 0
+
+    def test_a_wrong_password_means_upstream(
+        self, tmp_path: Path, serve: Serve, proxy: UpstreamProxy, ssm: Any
+    ) -> None:
+        """CACHE_EXTENSION_SHARED_PASSWORD is used; a wrong one fails the tier, not reads."""
+        ssm.put_parameter(Name="p1", Value="v1", Type="String")
+        with RedisServer(tmp_path / "auth", password="right") as server:
+            good = serve(shared_config(server.url), {"CACHE_EXTENSION_SHARED_PASSWORD": "right"})
+            bad = serve(shared_config(server.url), {"CACHE_EXTENSION_SHARED_PASSWORD": "wrong"})
+            assert good.get("/parameters?name=p1").text == "v1"
+            assert bad.get("/parameters?name=p1").text == "v1"
+            assert good.stats()["parameters"]["shared_writes"] == 1
+            assert bad.stats()["parameters"]["shared_errors"] >= 1
+            assert bad.stats()["parameters"]["shared_hits"] == 0
+
+
+class TestPluginSeam:
+    def test_a_plugin_store_is_chosen_by_its_url_scheme(
+        self, aws: str, tmp_path: Path, ssm: Any
+    ) -> None:
+        """A third party's store answers its own scheme through cachelayer_shared_stores;
+        the tier seals what it stores there too. (The store is a dict: the seam is what is
+        tested here; the real stores are tested above.)"""
+        from cachelayer import hookimpl
+        from cachelayer.plugins import make_plugin_manager
+        from cachelayer.shared.store import SharedStoreKind
+
+        held: dict = {}
+
+        class DictStore:
+            def __init__(self, options: StoreOptions) -> None:
+                self.options = options
+
+            def get(self, key: str) -> Any:
+                return held.get(key)
+
+            def set(self, key: str, data: bytes, ttl: float) -> None:
+                held[key] = data
+
+            def add(self, key: str, data: bytes, ttl: float) -> bool:
+                return held.setdefault(key, data) == data
+
+            def release(self, key: str, data: bytes) -> None:
+                if held.get(key) == data:
+                    del held[key]
+
+            def delete_prefix(self, prefix: str) -> int:
+                doomed = [k for k in held if k.startswith(prefix)]
+                for k in doomed:
+                    del held[k]
+                return len(doomed)
+
+            def close(self) -> None:
+                pass
+
+        class Plugin:
+            @hookimpl
+            def cachelayer_shared_stores(self) -> List[SharedStoreKind]:
+                return [SharedStoreKind("dict", ("dict",), DictStore)]
+
+        ssm.put_parameter(Name="p1", Value="plugin-stored", Type="String")
+        pm = make_plugin_manager()
+        pm.register(Plugin(), name="dict-store")
+        config = tmp_path / "c.yaml"
+        config.write_text("cache:\n  shared:\n    url: dict://anywhere\n")
+        from cachelayer.core.app import Application
+        from cachelayer.testing.moto import aws_environment
+
+        env = {**aws_environment(aws), "CACHE_EXTENSION_SHARED_KEY": KEY}
+        app = Application.from_environment(env, config_path=str(config), pm=pm)
+        try:
+            assert isinstance(app.cache.shared.store, DictStore)  # type: ignore[union-attr]
+            provider, item = app.router.resolve("parameters", {"name": "p1"})
+            import asyncio
+
+            assert asyncio.run(app.cache.get(provider, item)).value.body == b"plugin-stored"
+            assert len(held) == 1
+            assert all(b"plugin-stored" not in v for v in held.values())
+        finally:
+            app.close()

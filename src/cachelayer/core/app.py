@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 import attrs
 
-from cachelayer.core.cache import Cache, CachePolicy, PrefetchReport, current_route
+from cachelayer.core.cache import Cache, CachePolicy, PrefetchReport, current_route, uncounted
 from cachelayer.core.config import Settings, load_settings, plugin_filters
 from cachelayer.core.router import Router
 from cachelayer.errors import CachelayerError, ConfigError
@@ -205,8 +205,9 @@ class Application:
 def _read_secret(client_factory: Any, secret_id: str) -> str:
     """A Secrets Manager secret's string (the shared tier's key or password), read on first
     use of the tier, through the same client factory as the providers."""
-    client = client_factory("secretsmanager", None)
-    answer = client.get_secret_value(SecretId=secret_id)
+    with uncounted():
+        client = client_factory("secretsmanager", None)
+        answer = client.get_secret_value(SecretId=secret_id)
     text = answer.get("SecretString")
     if text is None:
         raise ValueError(f"secret {secret_id!r} holds no SecretString")

@@ -18,6 +18,7 @@ from typing import (
     Callable,
     Dict,
     Iterable,
+    Iterator,
     List,
     Mapping,
     NamedTuple,
@@ -50,6 +51,18 @@ _current = threading.local()
 def current_route() -> Optional[str]:
     """The route whose provider is running in this worker thread (for counting AWS calls)."""
     return getattr(_current, "route", None)
+
+
+@contextlib.contextmanager
+def uncounted() -> Iterator[None]:
+    """AWS calls made in this block are the core's own (e.g. reading the shared tier's key),
+    not counted for the route being fetched in this thread."""
+    saved = getattr(_current, "route", None)
+    _current.route = None
+    try:
+        yield
+    finally:
+        _current.route = saved
 
 
 class Lookup(NamedTuple):

@@ -159,7 +159,7 @@ def resolve_shared(
             key="cache.shared",
         )
     key: Optional[bytes] = None
-    raw_key = environ.get("CACHE_EXTENSION_SHARED_KEY")
+    raw_key = environ.get("CACHE_EXTENSION_SHARED_KEY") or None  # empty is unset
     if raw_key is not None:
         key = decode_key(raw_key, "CACHE_EXTENSION_SHARED_KEY")
     elif not settings.key_secret:
