@@ -85,9 +85,15 @@ def open_tier(
     kind = kinds.get(config.scheme)
     if kind is None:
         known = ", ".join(f"{s}://" for s in sorted(kinds)) or "(none installed)"
+        hint = ""
+        if config.scheme in ("redis", "rediss"):
+            hint = (
+                "; the built-in Redis store is plugin 'shared-redis': is it left out by "
+                "CACHE_EXTENSION_PLUGINS or CACHE_EXTENSION_DISABLE_PLUGINS?"
+            )
         raise ConfigError(
             f"no shared store answers {redact_url(config.url)!r} (scheme {config.scheme!r}); "
-            f"stores installed: {known}",
+            f"stores installed: {known}{hint}",
             source=source,
             key="cache.shared.url",
         )
