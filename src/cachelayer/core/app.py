@@ -88,7 +88,7 @@ class Application:
         shared = None
         if settings.shared is not None:
             # Imported only when configured; redis-py and cryptography even later, on first use.
-            from cachelayer.shared import open_tier
+            from cachelayer.shared.factory import open_tier
 
             shared = open_tier(
                 settings.shared,

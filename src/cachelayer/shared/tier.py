@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
-import hashlib
 import logging
 import os
 import threading
@@ -473,6 +472,8 @@ class SharedTier:
         missing = self._lookup_into(counters, shared, found)
         if not missing:
             return found, None
+        import hashlib  # here: loading OpenSSL's hashes is not free, and only a prefetch needs it
+
         digest = hashlib.sha256("\n".join(sorted(self.storage_key(i) for i in missing)).encode())
         lease_key = f"{self._settings.prefix}lease:prefetch:{digest.hexdigest()}"
         token = base64.b64encode(os.urandom(12))
