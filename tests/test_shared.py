@@ -167,6 +167,19 @@ class TestConfiguration:
             load_settings(env, {}, config_path=str(path))
         assert raw not in str(err.value)
 
+    def test_a_ca_file_needs_tls_and_must_exist(self, tmp_path: Path) -> None:
+        """ca_file with a redis:// URL, or naming no file, is refused, not ignored."""
+        from cachelayer.core.config import load_settings
+
+        path = tmp_path / "config.yaml"
+        env = {"CACHE_EXTENSION_SHARED_KEY": KEY}
+        path.write_text("cache:\n  shared:\n    url: redis://h:1\n    ca_file: /etc/hosts\n")
+        with pytest.raises(ConfigError, match="not a TLS URL"):
+            load_settings(env, {}, config_path=str(path))
+        path.write_text("cache:\n  shared:\n    url: rediss://h:1\n    ca_file: /nope.pem\n")
+        with pytest.raises(ConfigError, match=r"no such file '/nope\.pem'"):
+            load_settings(env, {}, config_path=str(path))
+
     def test_an_unknown_scheme_lists_the_installed_stores(self, aws: str, tmp_path: Path) -> None:
         """A URL no store answers names the stores installed (redis://, rediss://)."""
         config = "cache:\n  shared:\n    url: memcached://h:1\n"
@@ -275,6 +288,29 @@ class TestReadThrough:
         assert len(calls) == 1
         assert sum(t.stats_for("parameters")["shared_lease_waits"] for t in tiers) >= 1
         for t in tiers:
+            t.close()
+
+    def test_refresh_ahead_is_done_once_by_the_leases_winner(self, redis: RedisServer) -> None:
+        """A value in the last share of its TTL is refreshed upstream only by the environment
+        that wins the lease; one that finds the lease taken keeps the still-fresh value."""
+        now = [1_000_000.0]
+        a, b = _tier(redis.url), _tier(redis.url)
+        for t in (a, b):
+            t.wall = lambda: now[0]
+        item = Item("parameters", "r")
+        args = {"ttl": 60, "negative_ttl": 30, "stale_if_error": 60}
+        a.fetch(item, lambda: Value(b"v1"), **args)
+        now[0] += 55  # 5 s left: inside the last 20 % (12 s)
+        lease = b._lease_key(b.storage_key(item))
+        assert b.store.add(lease, b"b is refreshing", 5)
+        got = a.fetch(item, upstream_fails, refresh_within=12, has_local=True, **args)
+        assert (got.value.body, got.remaining) == (b"v1", 5)
+        b.store.release(lease, b"b is refreshing")
+        got = a.fetch(item, lambda: Value(b"v2"), refresh_within=12, has_local=True, **args)
+        assert (got.value.body, got.remaining) == (b"v2", 60)
+        got = b.fetch(item, upstream_fails, refresh_within=12, has_local=True, **args)
+        assert (got.value.body, got.remaining) == (b"v2", 60)
+        for t in (a, b):
             t.close()
 
     def test_not_found_is_shared_for_the_negative_ttl(

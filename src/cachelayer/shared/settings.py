@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os.path
 import urllib.parse
 from typing import Any, Mapping, Optional
 
@@ -175,5 +176,23 @@ def resolve_shared(
             "is set, but the shared tier has no encryption key; " + KEY_HINT,
             source="CACHE_EXTENSION_SHARED_URL",
         )
+    if settings.ca_file:
+        # A setting that would be silently ignored, or fail only on first use, is an error now.
+        if urllib.parse.urlsplit(url).scheme.lower() != "rediss":
+            raise ConfigError(
+                f"ca_file is set but {redact_url(url)!r} is not a TLS URL; use rediss://, or "
+                "remove ca_file",
+                source=source,
+                line=line,
+                key="cache.shared.ca_file",
+            )
+        if not os.path.isfile(settings.ca_file):
+            raise ConfigError(
+                f"no such file {settings.ca_file!r}; give the PEM file of the CA that signed the "
+                "server's certificate",
+                source=source,
+                line=line,
+                key="cache.shared.ca_file",
+            )
     password = environ.get("CACHE_EXTENSION_SHARED_PASSWORD") or None
     return SharedConfig(url=url, settings=settings, key=key, password=password)
