@@ -377,6 +377,19 @@ class TestNeverWorse:
         assert proxy.count("GetParameter") == before
         assert b.stats()["parameters"]["shared_hits"] == 1
 
+    def test_connections_are_lazy_and_a_server_never_there_only_costs_errors(
+        self, serve: Serve, proxy: UpstreamProxy, ssm: Any
+    ) -> None:
+        """Startup makes no connection (a server that is not there does not stop it); reads
+        are answered from upstream."""
+        from cachelayer.testing.moto import free_port
+
+        ssm.put_parameter(Name="p1", Value="v1", Type="String")
+        live = serve(shared_config(f"redis://127.0.0.1:{free_port()}"))
+        assert live.stats()["parameters"]["shared_errors"] == 0  # nothing tried yet
+        assert live.get("/parameters?name=p1").text == "v1"
+        assert live.stats()["parameters"]["shared_errors"] == 1
+
     def test_a_connection_broken_while_frozen_is_retried_once(
         self, redis: RedisServer, admin: Any
     ) -> None:
