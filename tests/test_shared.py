@@ -570,6 +570,15 @@ def _raw(port: int, *args: str) -> str:
     ).stdout.strip()
 
 
+def _entries(port: int) -> int:
+    """How many entries a cachelayer serve process holds for /parameters."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/stats", timeout=5) as r:
+        return int(json.load(r)["parameters"]["entries"])
+
+
 def upstream_fails() -> Value:
     raise AssertionError("the value should have come from the shared tier")
 
@@ -670,6 +679,11 @@ class TestColdStartWave:
             "CACHE_EXTENSION_INIT_STARTUP": "true",
         }
         with fleet(5, config, env) as envs:
+            deadline = time.monotonic() + 60
+            for e in envs:  # serving starts before the prefetch is done: wait for it
+                while _entries(e.port) < 25:
+                    assert time.monotonic() < deadline, "prefetch did not finish"
+                    time.sleep(0.05)
             assert proxy.count("GetParameters") == 3
             assert read_all(envs, [f"/parameters?name={n}" for n in names]) == {200: 125}
         assert proxy.count("GetParameter") == 0

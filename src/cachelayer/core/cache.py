@@ -31,7 +31,13 @@ from typing import (
 
 import attrs
 
-from cachelayer.errors import CachelayerError, NotFoundError, TransientError, UpstreamError
+from cachelayer.errors import (
+    CachelayerError,
+    NotFoundError,
+    ThrottlingError,
+    TransientError,
+    UpstreamError,
+)
 from cachelayer.provider import Item, Provider, SupportsFetchMany, SupportsRefresh, Value
 
 if TYPE_CHECKING:
@@ -121,6 +127,7 @@ class RouteStats:
         "not_modified",
         "refreshes_ahead",
         "stale",
+        "throttles",
         "upstream_calls",
         "upstream_errors",
     )
@@ -128,7 +135,7 @@ class RouteStats:
     def __init__(self) -> None:
         self.hits = self.misses = self.stale = self.negative_hits = 0
         self.upstream_calls = self.upstream_errors = self.evictions = self.refreshes_ahead = 0
-        self.not_modified = 0
+        self.not_modified = self.throttles = 0
 
     def as_dict(self) -> Dict[str, int]:
         return {name: getattr(self, name) for name in sorted(self.__slots__)}
@@ -174,6 +181,8 @@ class Cache:
         self._background: Set[asyncio.Task[Any]] = set()
         self._stats: Dict[str, RouteStats] = collections.defaultdict(RouteStats)
         self._lock = threading.Lock()  # guards stats touched from worker threads
+        # Per key with no value to serve: (failures logged, no new warning before this time).
+        self._warned: Dict[Key, Tuple[int, float]] = {}
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -191,14 +200,17 @@ class Cache:
         entry.stats.hits += 1
         return Lookup(entry.value, "hit", now - entry.fetched_at, entry.expires_at - now)
 
-    async def get(self, provider: Provider, item: Item) -> Lookup:
+    async def get(self, provider: Provider, item: Item, *, refresh: bool = False) -> Lookup:
         """Read ``item``: a hit, or one coalesced upstream fetch, or a stale value if upstream
-        fails transiently. Raises NotFoundError / UpstreamError / TransientError."""
+        fails transiently. Raises NotFoundError / UpstreamError / TransientError.
+
+        ``refresh`` skips the cached value and fetches now (joining a fetch already in
+        flight for the key, so concurrent refreshes still make one upstream call)."""
         key = item.key
         stats = self._stats[item.route]
         now = self._clock()
         entry = self._entries.get(key)
-        if entry is not None:
+        if entry is not None and not refresh:
             if now < entry.expires_at:
                 self._entries.move_to_end(key)
                 if entry.value is None:
@@ -276,7 +288,9 @@ class Cache:
         else:
             fetch = functools.partial(provider.fetch, item)
         if self.shared is not None:
-            call = self._run(self._fetch_shared, item.route, item, fetch, previous is not None)
+            call = self._run_shared(
+                self._fetch_shared, item.route, item, fetch, previous is not None
+            )
         else:
             call = self._run(fetch, item.route)
         call.add_done_callback(done)
@@ -292,13 +306,20 @@ class Cache:
             self._executor, self._call_provider, fn, route, *args
         )
 
+    def _run_shared(self, fn: Callable[..., Any], route: str, *args: Any) -> asyncio.Future[Any]:
+        """Call the shared tier in a worker thread: its own operations are no upstream calls;
+        a provider call it makes is counted as ``_run`` would (see ``_fetch_shared``)."""
+        if route not in self._stats:
+            self._stats[route] = RouteStats()
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
     def _fetch_shared(self, item: Item, fetch: Callable[[], Value], has_local: bool) -> Fetched:
         """In a worker: read ``item`` through the shared tier, ``fetch`` being the upstream."""
         assert self.shared is not None
         ttl = self._ttl(item)
         return self.shared.fetch(
             item,
-            fetch,
+            functools.partial(self._call_provider, fetch, item.route),
             ttl=ttl,
             negative_ttl=self.policy.negative_ttl,
             stale_if_error=self.policy.stale_if_error,
@@ -308,10 +329,15 @@ class Cache:
 
     def _call_provider(self, fn: Callable[..., Any], route: str, *args: Any) -> Any:
         _current.route = route
+        _current.calls = 0
         try:
             return fn(*args)
         finally:
             _current.route = None
+            if not _current.calls:
+                # A provider that calls no AWS client (HTTP, a database, a file): its call
+                # is the upstream call.
+                self.count_upstream_call(route)
 
     def _settle_failure(
         self, future: asyncio.Future[Lookup], provider: Provider, item: Item, exc: BaseException
@@ -324,6 +350,8 @@ class Cache:
             future.set_exception(exc)
             return
         stats.upstream_errors += 1
+        if isinstance(exc, ThrottlingError):
+            stats.throttles += 1
         if not isinstance(exc, CachelayerError):
             # A provider bug or an unclassified library error: never show its text (it might
             # hold a value), log it whole for the operator.
@@ -344,12 +372,26 @@ class Cache:
                 "%s %r: refresh failed (%s); serving the stale value, retry in %.1fs",
                 item.route,
                 item.name,
-                exc.code,
+                exc,
                 entry.retry_at - now,
             )
             future.set_result(Lookup(entry.value, "stale", now - entry.fetched_at, 0.0))
             return
+        self._warn_failure(item, exc, now)
         future.set_exception(exc)
+
+    def _warn_failure(self, item: Item, exc: CachelayerError, now: float) -> None:
+        """Log a failed upstream call for a key with no value to serve, once per backoff
+        period of that key (doubling up to RETRY_CAP), so an outage does not flood the log."""
+        count, quiet_until = self._warned.get(item.key, (0, 0.0))
+        if now < quiet_until:
+            return
+        if len(self._warned) >= 1024:  # bounded: forget the oldest news rather than grow
+            self._warned.clear()
+        self._warned[item.key] = (count + 1, now + min(RETRY_CAP, RETRY_BASE * 2**count))
+        # The message names the service, the operation, the key and AWS's error code; never
+        # a value (error messages never carry one).
+        log.warning("%s %r: upstream call failed: %s", item.route, item.name, exc)
 
     def _within_stale(self, entry: Entry, now: float) -> bool:
         return now < entry.expires_at + self.policy.stale_if_error
@@ -365,6 +407,7 @@ class Cache:
         age: float = 0.0,
         remaining: Optional[float] = None,
     ) -> Lookup:
+        self._warned.pop(item.key, None)
         now = self._clock()
         ttl = self._ttl(item)
         if ttl <= 0 or value.size > self.policy.max_bytes or self.policy.max_entries <= 0:
@@ -471,7 +514,7 @@ class Cache:
         route = items[0].route if items else provider.route
         if self.shared is not None and items:
             # Other environments may have fetched these already (a wave of cold starts).
-            found, lease = await self._run(
+            found, lease = await self._run_shared(
                 self.shared.prefetch_lookup, route, list(items), self._ttl
             )
             for item, fetched in found.items():
@@ -515,6 +558,8 @@ class Cache:
                 self._remember_not_found(provider, item, result, self._clock())
             else:
                 self._stats[item.route].upstream_errors += 1
+                if isinstance(result, ThrottlingError):
+                    self._stats[item.route].throttles += 1
             reason = str(result) if isinstance(result, CachelayerError) else type(result).__name__
             failed[item.key] = reason
             log.warning(
@@ -524,7 +569,7 @@ class Cache:
                 reason,
             )
         if self.shared is not None and (to_share or lease is not None):
-            await self._run(
+            await self._run_shared(
                 self.shared.prefetch_store,
                 route,
                 to_share,
@@ -540,6 +585,8 @@ class Cache:
         stats = self._stats.get(route) if route is not None else None
         if stats is None:  # not a provider call started by ``_run``
             return
+        if route == current_route():
+            _current.calls = getattr(_current, "calls", 0) + 1
         with self._lock:
             stats.upstream_calls += 1
 
@@ -556,7 +603,7 @@ class Cache:
 
     def stats(self, routes: Iterable[str] = ()) -> Dict[str, Dict[str, int]]:
         """Per route: hits, misses, stale, negative_hits, upstream_calls, upstream_errors,
-        evictions, refreshes_ahead, entries, bytes. ``routes`` are listed even when idle."""
+        throttles, evictions, refreshes_ahead, entries, bytes. ``routes`` are listed even when idle."""
         out: Dict[str, Dict[str, int]] = {}
         for route in set(routes) | set(self._stats):
             d = self._stats[route].as_dict()

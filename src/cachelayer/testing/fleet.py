@@ -6,7 +6,6 @@ import concurrent.futures
 import contextlib
 import http.client
 import os
-import selectors
 import subprocess
 import sys
 import time
@@ -41,28 +40,32 @@ class Environment:
                 conn.close()
 
 
-def _wait_ready(envs: Sequence[Environment], timeout: float) -> None:
-    selector = selectors.DefaultSelector()
-    for env in envs:
-        assert env.proc.stdout is not None
-        selector.register(env.proc.stdout, selectors.EVENT_READ, env)
-    waiting = set(range(len(envs)))
+def _healthy(port: int) -> bool:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", "/-/health")
+            return conn.getresponse().status == 200
+        finally:
+            conn.close()
+    except OSError:
+        return False
+
+
+def _wait_ready(envs: Sequence[Environment], logs: Sequence[Path], timeout: float) -> None:
+    """Until every process answers GET /-/health (whatever it prints on the way)."""
+    waiting = dict(enumerate(envs))
     deadline = time.monotonic() + timeout
     while waiting:
-        left = deadline - time.monotonic()
-        if left <= 0:
+        for i, env in list(waiting.items()):
+            if env.proc.poll() is not None:
+                text = logs[i].read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"a cachelayer process exited before it was ready: {text}")
+            if _healthy(env.port):
+                del waiting[i]
+        if waiting and time.monotonic() > deadline:
             raise RuntimeError(f"{len(waiting)} cachelayer processes not ready in {timeout:.0f}s")
-        for key, _ in selector.select(left):
-            env = key.data
-            line = env.proc.stdout.readline()
-            if not line:
-                selector.unregister(key.fileobj)
-                err = env.proc.stderr.read().decode(errors="replace")[-2000:]
-                raise RuntimeError(f"a cachelayer process exited before it was ready: {err}")
-            if b"listening on" in line:
-                selector.unregister(key.fileobj)
-                waiting.discard(envs.index(env))
-    selector.close()
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -81,17 +84,21 @@ def fleet(
     base["CACHE_EXTENSION_AUTH"] = "none"
     base.setdefault("CACHE_EXTENSION_LOG_LEVEL", "WARNING")
     envs: List[Environment] = []
+    logs: List[Path] = []
     try:
-        for _ in range(count):
+        for i in range(count):
             port = free_port()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "cachelayer", "serve", "--config", str(config)],
-                env={**base, "CACHE_EXTENSION_PORT": str(port)},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
+            # Output to files, not pipes: a pipe nobody reads would block a chatty process.
+            logs.append(config.parent / f"cachelayer-{port}-{i}.log")
+            with logs[-1].open("wb") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "cachelayer", "serve", "--config", str(config)],
+                    env={**base, "CACHE_EXTENSION_PORT": str(port)},
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                )
             envs.append(Environment(proc, port))
-        _wait_ready(envs, timeout)
+        _wait_ready(envs, logs, timeout)
         yield envs
     finally:
         for e in envs:
@@ -103,9 +110,6 @@ def fleet(
             except subprocess.TimeoutExpired:
                 e.proc.kill()
                 e.proc.wait(5)
-            for stream in (e.proc.stdout, e.proc.stderr):
-                if stream is not None:
-                    stream.close()
 
 
 def read_all(envs: Sequence[Environment], paths: Sequence[str]) -> Dict[int, int]:
