@@ -31,4 +31,4 @@ else
     .venv/bin/python -m pip install --quiet -e '.[dev]' $extras
     echo "$stamp" >"$stamp_file"
 fi
-bash scripts/ci/install-redis.sh
+if [ -f scripts/ci/install-redis.sh ]; then bash scripts/ci/install-redis.sh; fi

@@ -187,6 +187,16 @@ class TestConfiguration:
         with pytest.raises(ConfigError, match=r"scheme 'memcached'.*redis://, rediss://"):
             live_server(aws, tmp_path, config, env).__enter__()
 
+    def test_provider_filters_never_take_the_built_in_store_away(
+        self, aws: str, tmp_path: Path
+    ) -> None:
+        """With CACHE_EXTENSION_PLUGINS naming providers only, redis:// still has its store."""
+        config = "cache:\n  shared:\n    url: redis://127.0.0.1:1\n"
+        env = {"CACHE_EXTENSION_SHARED_KEY": KEY, "CACHE_EXTENSION_PLUGINS": "parameters"}
+        with live_server(aws, tmp_path, config, env) as live:
+            assert live.app.cache.shared is not None
+            assert isinstance(live.app.cache.shared.store, RedisStore)
+
     def test_the_core_serves_without_redis_or_cryptography_installed(self, tmp_path: Path) -> None:
         """Without the extra, the core imports and builds an app; a configured tier says to
         install cachelayer[shared]."""

@@ -17,10 +17,16 @@ log = logging.getLogger("cachelayer.shared")
 
 
 def store_kinds(pm: Any) -> Dict[str, SharedStoreKind]:
-    """The stores the plugins contribute, by URL scheme. A plugin whose hook raises is logged
-    by name and skipped; two stores claiming one scheme raise ``PluginError``."""
-    kinds: Dict[str, SharedStoreKind] = {}
-    owners: Dict[str, str] = {}
+    """The stores by URL scheme: the built-in Redis store, and the plugins' (a plugin may
+    replace the built-in one for its schemes). A plugin whose hook raises is logged by name and
+    skipped; two plugins claiming one scheme raise ``PluginError``."""
+    from cachelayer.shared import redis_store
+
+    # Built in, not an entry point: the provider filters (CACHE_EXTENSION_PLUGINS) never
+    # leave the tier without its store.
+    builtin = redis_store.kind()
+    kinds: Dict[str, SharedStoreKind] = dict.fromkeys(builtin.schemes, builtin)
+    owners: Dict[str, str] = dict.fromkeys(builtin.schemes, "(built in)")
     for impl in pm.hook.cachelayer_shared_stores.get_hookimpls():
         try:
             contributed: List[SharedStoreKind] = list(impl.function() or [])
@@ -35,7 +41,13 @@ def store_kinds(pm: Any) -> Dict[str, SharedStoreKind]:
         for kind in contributed:
             for scheme in kind.schemes:
                 scheme = scheme.lower()
-                if scheme in kinds:
+                if scheme in kinds and owners[scheme] == "(built in)":
+                    log.info(
+                        "plugin %r replaces the built-in store for %s://",
+                        impl.plugin_name,
+                        scheme,
+                    )
+                elif scheme in kinds:
                     raise PluginError(
                         f"two shared stores claim the URL scheme {scheme!r}: {kinds[scheme].name!r} "
                         f"(plugin {owners[scheme]!r}) and {kind.name!r} (plugin {impl.plugin_name!r}); "
@@ -70,15 +82,9 @@ def open_tier(
     kind = kinds.get(config.scheme)
     if kind is None:
         known = ", ".join(f"{s}://" for s in sorted(kinds)) or "(none installed)"
-        hint = ""
-        if config.scheme in ("redis", "rediss"):
-            hint = (
-                "; the built-in Redis store is plugin 'shared-redis': is it left out by "
-                "CACHE_EXTENSION_PLUGINS or CACHE_EXTENSION_DISABLE_PLUGINS?"
-            )
         raise ConfigError(
             f"no shared store answers {redact_url(config.url)!r} (scheme {config.scheme!r}); "
-            f"stores installed: {known}{hint}",
+            f"stores installed: {known}",
             source=source,
             key="cache.shared.url",
         )

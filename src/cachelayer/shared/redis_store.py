@@ -1,7 +1,6 @@
 """The built-in shared store: any Redis-protocol server (Valkey, Redis, ElastiCache, MemoryDB).
 
-A plugin module like any other (entry point ``shared-redis``); redis-py is imported on first
-use, so the core stays importable without the ``shared`` extra.
+redis-py is imported on first use, so the core stays importable without the ``shared`` extra.
 """
 
 from __future__ import annotations
@@ -12,11 +11,10 @@ import threading
 import urllib.parse
 from typing import Any, Callable, Iterable, List, Optional, TypeVar
 
-from cachelayer import hookimpl
 from cachelayer.shared.settings import redact_url
 from cachelayer.shared.store import SharedStoreKind, StoreError, StoreOptions
 
-__all__ = ["RedisStore", "cachelayer_shared_stores"]
+__all__ = ["RedisStore", "kind"]
 
 T = TypeVar("T")
 
@@ -166,7 +164,6 @@ def _chunks(items: List[Any], size: int) -> Iterable[List[Any]]:
         yield items[i : i + size]
 
 
-@hookimpl
-def cachelayer_shared_stores() -> List[SharedStoreKind]:
-    """The Redis protocol store, for ``redis://`` and ``rediss://`` (TLS) URLs."""
-    return [SharedStoreKind("redis", ("redis", "rediss"), RedisStore)]
+def kind() -> SharedStoreKind:
+    """The built-in Redis protocol store, for ``redis://`` and ``rediss://`` (TLS) URLs."""
+    return SharedStoreKind("redis", ("redis", "rediss"), RedisStore)
