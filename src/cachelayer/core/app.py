@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 import attrs
 
-from cachelayer.core.cache import Cache, CachePolicy, PrefetchReport, current_route
+from cachelayer.core.cache import Cache, CachePolicy, PrefetchReport, current_route, uncounted
 from cachelayer.core.config import Settings, line_of, load_settings, plugin_filters
 from cachelayer.core.metrics import EmfMetrics
 from cachelayer.core.reads import CacheReader
@@ -116,7 +116,22 @@ class Application:
             max_entries=int(settings.cache.max_entries),
             max_bytes=int(settings.cache.max_bytes),
         )
-        cache = Cache(policy, clock=clock) if clock is not None else Cache(policy)
+        shared = None
+        if settings.shared is not None:
+            # Imported only when configured; redis-py and cryptography even later, on first use.
+            from cachelayer.shared.factory import open_tier
+
+            shared = open_tier(
+                settings.shared,
+                pm,
+                read_secret=lambda secret_id: _read_secret(client_factory, secret_id),
+                source=settings.config_path if settings.config_loaded else None,
+            )
+        cache = (
+            Cache(policy, clock=clock, shared=shared)
+            if clock is not None
+            else Cache(policy, shared=shared)
+        )
 
         if client_factory is None:
             # Imported here, not at module level: the extension registers with Lambda before
@@ -201,6 +216,24 @@ class Application:
         """Per-route counters, with every installed route listed."""
         return self.cache.stats(self.router.routes)
 
+    async def invalidate_shared(
+        self, route: Optional[str] = None, name: Optional[str] = None
+    ) -> Optional[Dict[str, Any]]:
+        """Delete the shared tier's copies (one name, a route, or all); None without a tier.
+
+        Runs in a worker thread; a store failure is reported in the result, not raised.
+        """
+        shared = self.cache.shared
+        if shared is None:
+            return None
+        loop = asyncio.get_running_loop()
+        try:
+            deleted = await loop.run_in_executor(None, shared.invalidate, route, name)
+        except Exception as exc:
+            log.warning("shared tier invalidation failed: %s", exc)
+            return {"invalidated": 0, "error": str(exc)}
+        return {"invalidated": deleted}
+
     def stats_line(self) -> str:
         """One line summarising the stats, for the shutdown log. Never contains a value."""
         parts = []
@@ -213,5 +246,19 @@ class Application:
         return "cachelayer stats | " + " | ".join(parts)
 
     def close(self) -> None:
-        """Release worker threads."""
+        """Release worker threads (and the shared tier's connections)."""
         self.cache.close()
+        if self.cache.shared is not None:
+            self.cache.shared.close()
+
+
+def _read_secret(client_factory: Any, secret_id: str) -> str:
+    """A Secrets Manager secret's string (the shared tier's key or password), read on first
+    use of the tier, through the same client factory as the providers."""
+    with uncounted():
+        client = client_factory("secretsmanager", None)
+        answer = client.get_secret_value(SecretId=secret_id)
+    text = answer.get("SecretString")
+    if text is None:
+        raise ValueError(f"secret {secret_id!r} holds no SecretString")
+    return str(text)
