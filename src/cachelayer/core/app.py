@@ -43,6 +43,7 @@ class Application:
     router: Router
     pm: Any
     clients: Any = None
+    json_clients: Any = None
 
     @classmethod
     def from_environment(
@@ -53,13 +54,15 @@ class Application:
         port: Optional[int] = None,
         pm: Any = None,
         client_factory: Any = None,
+        json_clients: Any = None,
         clock: Optional[Callable[[], float]] = None,
     ) -> Application:
         """Discover plugins, load and validate settings, configure providers. No network I/O.
 
         Raises ConfigError or PluginError with a message fit to show the user as is.
-        ``client_factory`` replaces the boto3 client factory and ``clock`` the cache's
-        monotonic clock (tests and benchmarks).
+        ``client_factory`` replaces the boto3 client factory, ``json_clients`` the lean
+        JSON-protocol client factory and ``clock`` the cache's monotonic clock (tests and
+        benchmarks).
         """
         allow, deny = plugin_filters(environ)
         pm, registry = discover(allow=allow, deny=deny, pm=pm)
@@ -87,17 +90,23 @@ class Application:
         )
         cache = Cache(policy, clock=clock) if clock is not None else Cache(policy)
 
+        def count(service: str, operation: str) -> None:
+            cache.count_upstream_call(current_route())
+
         if client_factory is None:
-            # Imported here, not at module level: the extension registers with Lambda before
-            # anything pulls in botocore.
+            # boto3 itself is imported only when a provider asks for a boto3 client; the
+            # built-in providers use the lean JSON transport and never do.
             from cachelayer.aws import ClientFactory
 
-            client_factory = ClientFactory.from_environment(
-                environ,
-                on_call=lambda service, operation: cache.count_upstream_call(current_route()),
-            )
+            client_factory = ClientFactory.from_environment(environ, on_call=count)
+        if json_clients is None:
+            from cachelayer.awsjson import JsonClientFactory
+
+            json_clients = JsonClientFactory.from_environment(environ, on_call=count)
         region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
-        context = ProviderContext(client=client_factory, default_region=region)
+        context = ProviderContext(
+            client=client_factory, default_region=region, json_client=json_clients
+        )
         for name, info in sorted(registry.by_name.items()):
             try:
                 info.provider.configure(settings.sections.get(name), context)
@@ -118,7 +127,7 @@ class Application:
                     key=name,
                 ) from exc
         router = Router({route: info.provider for route, info in registry.by_route.items()})
-        app = cls(settings, registry, cache, router, pm, client_factory)
+        app = cls(settings, registry, cache, router, pm, client_factory, json_clients)
         pm.hook.cachelayer_startup(providers={n: i.provider for n, i in registry.by_name.items()})
         return app
 
@@ -163,5 +172,8 @@ class Application:
         return "cachelayer stats | " + " | ".join(parts)
 
     def close(self) -> None:
-        """Release worker threads."""
+        """Release worker threads and idle upstream connections."""
         self.cache.close()
+        close = getattr(self.json_clients, "close", None)
+        if close is not None:
+            close()

@@ -30,11 +30,11 @@ from cachelayer import (
     CachelayerError,
     ConfigError,
     Item,
+    JsonClient,
     ProviderContext,
     UpstreamError,
     Value,
 )
-from cachelayer.aws import translate_errors
 
 __all__ = [
     "Declaration",
@@ -193,12 +193,13 @@ def check_query(route: str, name: str, params: Mapping[str, str], allowed: Seque
 
 def client_for(
     context: Optional[ProviderContext], service: str, region: Optional[str], *, provider: str
-) -> Any:
-    """The context's ``service`` client for ``region``; failures as cachelayer errors."""
+) -> JsonClient:
+    """The context's JSON-protocol ``service`` client for ``region`` (no boto3); failures
+    (no region, a bad endpoint URL) as cachelayer errors."""
     if context is None:
         raise UpstreamError(f"the {provider} provider was used before configure() was called")
-    with translate_errors(service=service, operation="client creation"):
-        return context.client(service, region)
+    client: JsonClient = context.json_client(service, region)
+    return client
 
 
 def fetch_or_error(fetch: Callable[[Item], Value], item: Item) -> Union[Value, CachelayerError]:
