@@ -52,7 +52,7 @@ def dynamodb(aws: str) -> Any:
 
 @pytest.fixture()
 def serve(proxy: UpstreamProxy, tmp_path: Path) -> Iterator[Serve]:
-    """A factory: ``serve(config, env=..., clock=..., client_factory=...)`` starts a live
+    """A factory: ``serve(config, env=..., clock=..., json_clients=...)`` starts a live
     cachelayer whose AWS endpoint is the proxy; each is stopped after the test."""
     with contextlib.ExitStack() as stack:
 
@@ -60,12 +60,12 @@ def serve(proxy: UpstreamProxy, tmp_path: Path) -> Iterator[Serve]:
             config: str = "",
             env: Optional[Mapping[str, str]] = None,
             clock: Optional[Callable[[], float]] = None,
-            client_factory: Any = None,
+            json_clients: Any = None,
         ) -> Live:
             extra = {"AWS_ENDPOINT_URL": proxy.url, **(env or {})}
             return stack.enter_context(
                 live_server(
-                    proxy.url, tmp_path, config, extra, clock=clock, client_factory=client_factory
+                    proxy.url, tmp_path, config, extra, clock=clock, json_clients=json_clients
                 )
             )
 
@@ -380,15 +380,14 @@ class TestStaleIfError:
     ) -> None:
         """A read whose GetParameter times out (proxy delay beyond a 0.3 s read timeout), with
         nothing cached, answers 504; the same timeout with a value cached answers it stale."""
-        from cachelayer.aws import ClientFactory
+        from cachelayer.awsjson import JsonClientFactory
+        from cachelayer.testing.moto import aws_environment
 
         clock = ManualClock()
         put(ssm, "cold", "c")
         put(ssm, "warm", "w")
-        factory = ClientFactory(
-            default_region="us-west-2", endpoints={"AWS_ENDPOINT_URL": proxy.url}, read_timeout=0.3
-        )
-        live = serve("cache: {ttl: 10s}", clock=clock, client_factory=factory)
+        factory = JsonClientFactory.from_environment(aws_environment(proxy.url), read_timeout=0.3)
+        live = serve("cache: {ttl: 10s}", clock=clock, json_clients=factory)
         assert live.get("/parameters?name=warm").text == "w"
         proxy.inject(Fault.delay(1.0), operation="GetParameter")
         reply = live.get("/parameters?name=cold")

@@ -365,14 +365,15 @@ class JsonClientFactory:
     (``AWS_ENDPOINT_URL[_<SERVICE>]``), FIPS/dual-stack flags and credentials.
     """
 
-    environ: Mapping[str, str] = attrs.Factory(dict)
+    # The environment holds the secret key and session token: never in a repr.
+    environ: Mapping[str, str] = attrs.field(factory=dict, repr=False)
     default_region: Optional[str] = None
     on_call: Optional[OnCall] = None
     connect_timeout: float = 2.0
     read_timeout: float = 5.0
     max_attempts: int = 2
     max_pool_connections: int = 32
-    credentials: Optional[CredentialSource] = None
+    credentials: Optional[CredentialSource] = attrs.field(default=None, repr=False)
     sleep: Callable[[float], None] = time.sleep
     _pool: Optional[ConnectionPool] = attrs.field(default=None, init=False)
     _quota: RetryQuota = attrs.field(factory=RetryQuota, init=False)

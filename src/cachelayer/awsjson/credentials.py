@@ -142,7 +142,7 @@ class ContainerCredentials:
     """
 
     url: str
-    authorization: Optional[str] = None
+    authorization: Optional[str] = attrs.field(default=None, repr=False)
     authorization_file: Optional[str] = None
     clock: Callable[[], float] = time.time
     _current: Optional[Credentials] = attrs.field(default=None, init=False)

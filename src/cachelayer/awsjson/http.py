@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import select
 import socket
 import ssl
 import threading
@@ -31,6 +32,18 @@ def tls_context(ca_bundle: Optional[str] = None) -> ssl.SSLContext:
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             _TLS[bundle] = context
         return context
+
+
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """Whether an idle connection was closed by the server: readable with nothing asked."""
+    sock = conn.sock
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 class ConnectTimeout(TimeoutError):
@@ -78,14 +91,8 @@ class ConnectionPool:
         (``ConnectTimeout``, ``TimeoutError`` for a read timeout, ``ssl.SSLError``...)."""
         key = (scheme, host, port)
         conn = self._take(key)
-        if conn is not None:
-            try:
-                return self._exchange(key, conn, method, path, body, headers)
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                # The server closed the idle connection before we used it: nothing was
-                # processed, so one fresh connection is safe (urllib3 does the same).
-                conn.close()
-        conn = self._connect(scheme, host, port)
+        if conn is None:
+            conn = self._connect(scheme, host, port)
         return self._exchange(key, conn, method, path, body, headers)
 
     def _exchange(
@@ -138,9 +145,14 @@ class ConnectionPool:
         return conn
 
     def _take(self, key: Key) -> Optional[http.client.HTTPConnection]:
-        with self._lock:
-            idle = self._idle.get(key)
-            return idle.pop() if idle else None
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                conn = idle.pop() if idle else None
+            if conn is None or not _dropped(conn):
+                return conn
+            # The server closed it while idle (urllib3 checks the same way before reuse).
+            conn.close()
 
     def _give_back(self, key: Key, conn: http.client.HTTPConnection) -> None:
         with self._lock:
