@@ -41,7 +41,10 @@ if TYPE_CHECKING:
     hookimpl: pluggy.HookimplMarker
 
 _LAZY: Dict[str, Tuple[str, str]] = {
-    **{name: ("cachelayer.awsjson", name) for name in ("JsonClient", "JsonClientFactory", "JsonService")},
+    **{
+        name: ("cachelayer.awsjson", name)
+        for name in ("JsonClient", "JsonClientFactory", "JsonService")
+    },
     **{
         name: ("cachelayer.errors", name)
         for name in (

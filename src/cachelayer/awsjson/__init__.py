@@ -26,8 +26,8 @@ from cachelayer.awsjson.client import (
 )
 from cachelayer.awsjson.credentials import (
     ContainerCredentials,
-    CredentialSource,
     Credentials,
+    CredentialSource,
     credentials_from_environment,
     default_credentials,
 )

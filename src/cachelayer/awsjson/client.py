@@ -42,7 +42,9 @@ __all__ = [
 
 USER_AGENT = f"cachelayer/{__version__} (lean JSON transport)"
 # botocore's standard mode: these codes are retried besides the throttling ones.
-RETRYABLE_CODES = frozenset({"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete"})
+RETRYABLE_CODES = frozenset(
+    {"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete"}
+)
 RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
 _MAX_MESSAGE = 300
 
@@ -292,8 +294,7 @@ class JsonClient:
         if isinstance(exc, TimeoutError):
             return (
                 UpstreamTimeoutError(
-                    f"{call} timed out: no answer from {host} within "
-                    f"{self.pool.read_timeout:g} s"
+                    f"{call} timed out: no answer from {host} within {self.pool.read_timeout:g} s"
                 ),
                 True,
             )
@@ -391,7 +392,9 @@ class JsonClientFactory:
         kwargs.setdefault("default_region", default_region(env))
         return cls(environ=env, **kwargs)
 
-    def __call__(self, service: Union[str, JsonService], region: Optional[str] = None) -> JsonClient:
+    def __call__(
+        self, service: Union[str, JsonService], region: Optional[str] = None
+    ) -> JsonClient:
         """The client for ``service`` in ``region`` (None: the default region)."""
         spec = self._service(service)
         region = region or self.default_region

@@ -154,7 +154,9 @@ class ContainerCredentials:
         relative = environ.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
         full = environ.get("AWS_CONTAINER_CREDENTIALS_FULL_URI")
         if relative:
-            url = f"http://{CONTAINER_HOST}{relative if relative.startswith('/') else '/' + relative}"
+            url = (
+                f"http://{CONTAINER_HOST}{relative if relative.startswith('/') else '/' + relative}"
+            )
         elif full:
             _check_full_uri(full)
             url = full
@@ -180,7 +182,10 @@ class ContainerCredentials:
                 fresh = self._fetch()
             except UpstreamError as exc:
                 if current is not None and current.remaining(now) > MANDATORY_REFRESH_S:
-                    log.warning("refreshing container credentials failed (%s); keeping the current ones", exc)
+                    log.warning(
+                        "refreshing container credentials failed (%s); keeping the current ones",
+                        exc,
+                    )
                     return current
                 raise
             self._current = fresh
@@ -214,7 +219,9 @@ class ContainerCredentials:
                 from cachelayer.awsjson.http import tls_context
 
                 conn = http.client.HTTPSConnection(
-                    parts.hostname or "", parts.port, timeout=CONTAINER_TIMEOUT_S,
+                    parts.hostname or "",
+                    parts.port,
+                    timeout=CONTAINER_TIMEOUT_S,
                     context=tls_context(),
                 )
             else:

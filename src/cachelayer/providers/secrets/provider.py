@@ -64,7 +64,9 @@ def _blob(data: Any) -> bytes:
         try:
             return base64.b64decode(data, validate=True)
         except ValueError:
-            raise UpstreamError("secretsmanager returned a SecretBinary that is not base64") from None
+            raise UpstreamError(
+                "secretsmanager returned a SecretBinary that is not base64"
+            ) from None
     return bytes(data)
 
 
@@ -175,9 +177,7 @@ class SecretsManagerProvider:
                 kwargs: Dict[str, Any] = {"SecretIdList": ids}
                 if token:
                     kwargs["NextToken"] = token
-                response = client.call(
-                    "BatchGetSecretValue", kwargs, what=f"{len(ids)} secrets"
-                )
+                response = client.call("BatchGetSecretValue", kwargs, what=f"{len(ids)} secrets")
                 values.extend(response.get("SecretValues", []))
                 errors.extend(response.get("Errors", []))
                 token = response.get("NextToken")

@@ -154,7 +154,10 @@ class ParameterStoreProvider:
             client = self._client(region)
             response = client.call(
                 "GetParameters",
-                {"Names": [self._target(item).selector for item in chunk], "WithDecryption": decrypt},
+                {
+                    "Names": [self._target(item).selector for item in chunk],
+                    "WithDecryption": decrypt,
+                },
                 what=f"{len(chunk)} parameters",
             )
         except CachelayerError as exc:
