@@ -386,6 +386,36 @@ class Cache:
         """
         started = time.monotonic()
         results: Dict[Item, Union[Value, Exception]] = {}
+        # A read of a prefetched item arriving now joins this batch instead of making its own
+        # upstream call: its key is in flight until the batch has answered.
+        loop = asyncio.get_running_loop()
+        joined: Dict[Key, asyncio.Future[Lookup]] = {}
+        for item in items:
+            if item.key not in self._inflight:
+                joined[item.key] = self._inflight[item.key] = loop.create_future()
+        try:
+            return await self._prefetch(provider, items, results, joined, started)
+        finally:
+            for key, future in joined.items():
+                if self._inflight.get(key) is future:
+                    del self._inflight[key]
+                if not future.done():
+                    future.set_exception(
+                        TransientError(
+                            "the startup prefetch of this item did not finish (init time ran "
+                            "out or the extension is stopping); ask again"
+                        )
+                    )
+                    future.exception()  # retrieved here: no "never retrieved" warning
+
+    async def _prefetch(
+        self,
+        provider: Provider,
+        items: Sequence[Item],
+        results: Dict[Item, Union[Value, Exception]],
+        joined: Dict[Key, asyncio.Future[Lookup]],
+        started: float,
+    ) -> PrefetchReport:
         if items and isinstance(provider, SupportsFetchMany):
             try:
                 got = await self._run(provider.fetch_many, items[0].route, list(items))
@@ -413,14 +443,25 @@ class Cache:
         fetched = 0
         for item in items:
             result = results.get(item)
+            waiter = joined.pop(item.key, None)
+            if waiter is not None and self._inflight.get(item.key) is waiter:
+                del self._inflight[item.key]
             if isinstance(result, Value):
-                self._store(provider, item, result)
+                lookup = self._store(provider, item, result)
+                if waiter is not None:
+                    waiter.set_result(lookup)
                 fetched += 1
                 continue
             if isinstance(result, NotFoundError):
                 self._remember_not_found(provider, item, result, self._clock())
             else:
                 self._stats[item.route].upstream_errors += 1
+            if waiter is not None:
+                error = result if isinstance(result, Exception) else TransientError(
+                    f"{item.route} {item.name!r}: the startup prefetch returned nothing for it"
+                )
+                waiter.set_exception(error)
+                waiter.exception()  # a waiter may or may not be there to retrieve it
             reason = str(result) if isinstance(result, CachelayerError) else type(result).__name__
             failed[item.key] = reason
             log.warning(
