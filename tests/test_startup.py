@@ -29,7 +29,9 @@ def _app(proxy: UpstreamProxy, tmp_path: Path, text: str = SAMPLE_CONFIG_YAML) -
 
 
 class TestPrefetchJoin:
-    def test_read_during_prefetch_joins_the_batch(self, proxy: UpstreamProxy, aws: str, tmp_path: Path) -> None:
+    def test_read_during_prefetch_joins_the_batch(
+        self, proxy: UpstreamProxy, aws: str, tmp_path: Path
+    ) -> None:
         """A read of a declared parameter while GetParameters is in flight waits for that
         batch: no GetParameter of its own, and it gets the batch's value."""
         seed_sample(aws)
@@ -107,7 +109,9 @@ sys.exit(main(sys.argv[1:]))
 
 @pytest.mark.slow
 class TestNoBoto3:
-    def test_built_in_routes_and_compat_routes_never_load_boto3(self, aws: str, tmp_path: Path) -> None:
+    def test_built_in_routes_and_compat_routes_never_load_boto3(
+        self, aws: str, tmp_path: Path
+    ) -> None:
         """With only the built-in providers, the extension serves /parameters, /secrets,
         /dynamodb and both AWS-compatible routes, and boto3/botocore were never imported."""
         from cachelayer.local import LocalLambda

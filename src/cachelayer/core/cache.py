@@ -457,8 +457,12 @@ class Cache:
             else:
                 self._stats[item.route].upstream_errors += 1
             if waiter is not None:
-                error = result if isinstance(result, Exception) else TransientError(
-                    f"{item.route} {item.name!r}: the startup prefetch returned nothing for it"
+                error = (
+                    result
+                    if isinstance(result, Exception)
+                    else TransientError(
+                        f"{item.route} {item.name!r}: the startup prefetch returned nothing for it"
+                    )
                 )
                 waiter.set_exception(error)
                 waiter.exception()  # a waiter may or may not be there to retrieve it
