@@ -682,3 +682,21 @@ def _self_signed(tmp_path: Path) -> Tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+class TestThirdPartyService:
+    def test_a_described_json_service_works_against_moto(
+        self, proxy: UpstreamProxy, aws: str
+    ) -> None:
+        """A provider author's JsonService (KMS here, as in the docs) is signed, sent and its
+        errors classified like the built-in ones."""
+        import boto3
+
+        key = boto3.client("kms", region_name="us-west-2", endpoint_url=aws).create_key()
+        kms = JsonService("kms", service_id="KMS", target_prefix="TrentService", json_version="1.1")
+        client = JsonClientFactory.from_environment(max_attempts=1)(kms, None)
+        answer = client.call("DescribeKey", {"KeyId": key["KeyMetadata"]["KeyId"]})
+        assert answer["KeyMetadata"]["Arn"] == key["KeyMetadata"]["Arn"]
+        with pytest.raises(NotFoundError):
+            client.call("DescribeKey", {"KeyId": "alias/none"}, not_found=("NotFoundException",))
+        assert proxy.count("DescribeKey", "kms") == 2
