@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import http.client
-import ipaddress
 import json
 import logging
 import os
@@ -116,6 +115,8 @@ def _check_full_uri(uri: str) -> urllib.parse.SplitResult:
         )
     if parts.scheme == "https":
         return parts
+    import ipaddress  # only for this rare check: not on every cold start
+
     host = parts.hostname
     try:
         loopback = ipaddress.ip_address(host).is_loopback
