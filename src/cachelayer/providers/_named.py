@@ -45,6 +45,7 @@ __all__ = [
     "client_for",
     "fetch_or_error",
     "name_checks",
+    "run_batches",
     "target_of",
 ]
 
@@ -200,6 +201,29 @@ def client_for(
         raise UpstreamError(f"the {provider} provider was used before configure() was called")
     client: JsonClient = context.json_client(service, region)
     return client
+
+
+BATCH_WORKERS = 4  # batch calls of one prefetch in flight at once (each call is 10-20 names)
+
+
+def run_batches(call: Callable[[T], Mapping[Item, Any]], batches: Sequence[T]) -> Dict[Item, Any]:
+    """``call(batch)`` for every batch, up to ``BATCH_WORKERS`` at once; the merged results.
+
+    A prefetch of 100 names is 10 GetParameters calls: in flight together they cost about one
+    round trip of init time instead of ten. ``call`` must not raise (it returns errors).
+    """
+    results: Dict[Item, Any] = {}
+    if len(batches) <= 1:
+        for batch in batches:
+            results.update(call(batch))
+        return results
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = min(BATCH_WORKERS, len(batches))
+    with ThreadPoolExecutor(workers, thread_name_prefix="cachelayer-batch") as pool:
+        for answer in pool.map(call, batches):
+            results.update(answer)
+    return results
 
 
 def fetch_or_error(fetch: Callable[[Item], Value], item: Item) -> Union[Value, CachelayerError]:

@@ -25,6 +25,7 @@ from cachelayer.providers._named import (
     check_query,
     client_for,
     fetch_or_error,
+    run_batches,
     target_of,
 )
 from cachelayer.providers.secrets.config import SecretsConfig
@@ -159,9 +160,12 @@ class SecretsManagerProvider:
                 batches.setdefault(target.region or self._default_region(), []).append(item)
             else:
                 results[item] = self._fetch_or_error(item)
-        for region, batch in batches.items():
-            for start in range(0, len(batch), BATCH_SIZE):
-                results.update(self._batch_get(region, batch[start : start + BATCH_SIZE]))
+        calls = [
+            (region, batch[start : start + BATCH_SIZE])
+            for region, batch in batches.items()
+            for start in range(0, len(batch), BATCH_SIZE)
+        ]
+        results.update(run_batches(lambda call: self._batch_get(*call), calls))
         return results
 
     def _batch_get(

@@ -22,6 +22,7 @@ from cachelayer.providers._named import (
     check_query,
     client_for,
     fetch_or_error,
+    run_batches,
     target_of,
 )
 from cachelayer.providers.ssm.config import ParametersConfig
@@ -139,11 +140,12 @@ class ParameterStoreProvider:
                 continue
             region = target.region or self._default_region()
             batches.setdefault((region, target.decrypt), []).append(item)
+        calls: List[Tuple[Optional[str], bool, Sequence[Item]]] = []
         for (region, decrypt), batch in batches.items():
             for round_ in _rounds(batch):
                 for start in range(0, len(round_), BATCH_SIZE):
-                    chunk = round_[start : start + BATCH_SIZE]
-                    results.update(self._get_parameters(region, decrypt, chunk))
+                    calls.append((region, decrypt, round_[start : start + BATCH_SIZE]))
+        results.update(run_batches(lambda call: self._get_parameters(*call), calls))
         return results
 
     def _get_parameters(
