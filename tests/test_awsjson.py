@@ -455,6 +455,24 @@ class TestConnections:
         with pytest.raises(TransientError, match=f"127.0.0.1:{port}"):
             factory("ssm").call("GetParameter", {"Name": "x"})
 
+    def test_truncated_answer_is_transient(self) -> None:
+        """An answer cut short (fewer body bytes than its Content-Length) is a TransientError."""
+
+        class Handler(_Quiet):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                self.send_response(200)
+                self.send_header("Content-Length", "100")
+                self.end_headers()
+                self.wfile.write(b'{"Item":')
+                self.wfile.flush()
+                self.connection.close()
+
+        with _serve(Handler) as url:
+            factory = JsonClientFactory.from_environment(aws_environment(url), max_attempts=1)
+            with pytest.raises(TransientError, match="IncompleteRead"):
+                factory("dynamodb").call("GetItem", {"TableName": "t", "Key": {}})
+
     def test_dynamodb_crc32_mismatch_is_retried_then_transient(self, tmp_path: Path) -> None:
         """A DynamoDB answer whose x-amz-crc32 does not match its body is not trusted."""
         with _json_server({"x-amz-crc32": "1"}, b'{"Item":{}}') as url:

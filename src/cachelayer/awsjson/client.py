@@ -236,7 +236,8 @@ class JsonClient:
                 response = self._send(operation, body)
             except CachelayerError:
                 raise  # credentials and similar: nothing a retry would fix
-            except OSError as exc:
+            except (OSError, http.client.HTTPException) as exc:
+                # HTTPException: a truncated or garbled answer (IncompleteRead, BadStatusLine).
                 error, is_timeout = self._network_error(exc, operation, what)
                 cause: BaseException = exc
                 retryable = not isinstance(exc, ssl.SSLCertVerificationError)
@@ -285,7 +286,7 @@ class JsonClient:
         )
 
     def _network_error(
-        self, exc: OSError, operation: str, what: str
+        self, exc: Exception, operation: str, what: str
     ) -> Tuple[CachelayerError, bool]:
         call = f"{self.service.name} {operation}" + (f" for {what}" if what else "")
         host = self._target[1]
@@ -306,10 +307,10 @@ class JsonClient:
                 ),
                 False,
             )
-        reason = exc.strerror or str(exc) or type(exc).__name__
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         return (
             TransientError(
-                f"{call} failed: could not reach {host}:{self._target[2]}: "
+                f"{call} failed: connection to {host}:{self._target[2]}: "
                 f"{type(exc).__name__}: {reason}"[: _MAX_MESSAGE + 100]
             ),
             False,
