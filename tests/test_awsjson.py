@@ -551,8 +551,10 @@ class TestCredentials:
             assert source.get().access_key == "AKID1"
             now[0] += 6 * 60  # 14 minutes left: refresh
             assert source.get().access_key == "AKID2"
-            now[0] += 48 * 60  # 6 minutes left on the second: refresh fails (500) and is raised
-            with pytest.raises(UpstreamError, match="HTTP 500"):
+            now[0] += 46 * 60  # 14 minutes left on the second: refresh fails (500), kept
+            assert source.get().access_key == "AKID2"
+            now[0] += 8 * 60  # 6 minutes left: the failure is raised
+            with pytest.raises(TransientError, match="HTTP 500"):
                 source.get()
         assert len(seen) >= 3
 

@@ -14,7 +14,7 @@ from typing import Callable, Mapping, Optional, Protocol
 
 import attrs
 
-from cachelayer.errors import UpstreamError
+from cachelayer.errors import TransientError, UpstreamError
 
 __all__ = [
     "ContainerCredentials",
@@ -213,7 +213,7 @@ class ContainerCredentials:
                 raise UpstreamError("the container authorization token contains a line break")
             headers["Authorization"] = token
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        last: Exception = UpstreamError("no attempt")
+        last: UpstreamError = TransientError("no attempt")
         for attempt in range(CONTAINER_ATTEMPTS):
             conn: http.client.HTTPConnection
             if parts.scheme == "https":
@@ -233,8 +233,8 @@ class ContainerCredentials:
                 conn.request("GET", path, headers=headers)
                 response = conn.getresponse()
                 body = response.read()
-            except OSError as exc:
-                last = UpstreamError(
+            except (OSError, http.client.HTTPException) as exc:
+                last = TransientError(
                     f"the container credentials endpoint {parts.hostname}:{parts.port or ''} "
                     f"is unreachable: {type(exc).__name__}: {exc}"
                 )
@@ -243,7 +243,7 @@ class ContainerCredentials:
             finally:
                 conn.close()
             if response.status >= 500:
-                last = UpstreamError(
+                last = TransientError(
                     f"the container credentials endpoint answered HTTP {response.status}"
                 )
                 time.sleep(0.05 * (attempt + 1))
