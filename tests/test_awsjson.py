@@ -551,7 +551,7 @@ class TestCredentials:
             assert source.get().access_key == "AKID1"
             now[0] += 6 * 60  # 14 minutes left: refresh
             assert source.get().access_key == "AKID2"
-            now[0] += 46 * 60  # 14 minutes left on the second: refresh fails (500), kept
+            now[0] += 40 * 60  # 14 minutes left on the second (issued at t0): refresh fails, kept
             assert source.get().access_key == "AKID2"
             now[0] += 8 * 60  # 6 minutes left: the failure is raised
             with pytest.raises(TransientError, match="HTTP 500"):
