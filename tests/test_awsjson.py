@@ -19,6 +19,7 @@ import pytest
 from cachelayer import (
     CachelayerError,
     NotFoundError,
+    ThrottlingError,
     TransientError,
     UpstreamError,
     UpstreamTimeoutError,
@@ -346,7 +347,7 @@ class TestErrors:
         "fault,expected",
         [
             (Fault.aws_error("ParameterNotFound"), NotFoundError),
-            (Fault.throttle(), TransientError),
+            (Fault.throttle(), ThrottlingError),
             (Fault.server_error(503, "ServiceUnavailable"), TransientError),
             (Fault.aws_error("AccessDeniedException", 400), UpstreamError),
             (Fault.reset(), TransientError),
