@@ -203,7 +203,7 @@ def main() -> None:
             env.update(
                 CACHE_EXTENSION_INIT_STARTUP="true",
                 CACHE_EXTENSION_PORT=str(port),
-                CACHE_EXTENSION_PLUGINS="ssm,secrets,dynamodb",
+                CACHE_EXTENSION_PLUGINS="parameters,secrets,dynamodb",
             )
             launcher = CACHELAYER_LAUNCHER.format(python=sys.executable)
             for _ in range(args.rounds):

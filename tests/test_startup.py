@@ -126,7 +126,7 @@ class TestNoBoto3:
             CACHE_EXTENSION_CONFIG=str(config),
             CACHE_EXTENSION_PORT=str(free_port()),
             CACHE_EXTENSION_INIT_STARTUP="true",
-            CACHE_EXTENSION_PLUGINS="ssm,secrets,dynamodb",
+            CACHE_EXTENSION_PLUGINS="parameters,secrets,dynamodb",
         )
         out = tmp_path / "modules.json"
         extensions = tmp_path / "extensions"
