@@ -157,3 +157,29 @@ class TestNoBoto3:
         assert [r["status"] for r in result.response] == [200, 404, 200, 200, 200, 200], log
         assert report.exit_codes["cachelayer"] == 0
         assert json.loads(out.read_text()) == []
+
+
+class TestBatchedPrefetchCounting:
+    def test_every_batch_call_is_counted_for_its_route(
+        self, proxy: UpstreamProxy, aws: str, tmp_path: Path
+    ) -> None:
+        """25 declared parameters are 3 GetParameters calls run at once, and the route's
+        upstream_calls counts all 3 (the calls made from the batch threads included)."""
+        import boto3
+
+        ssm = boto3.client("ssm", region_name="us-west-2", endpoint_url=aws)
+        names = [f"/count/p{i:02d}" for i in range(25)]
+        for name in names:
+            ssm.put_parameter(Name=name, Value="v", Type="String")
+        app = _app(
+            proxy, tmp_path, "parameters:\n  - names:\n" + "".join(f"      - {n}\n" for n in names)
+        )
+        try:
+            proxy.reset_counts()
+            report = asyncio.run(app.prefetch())
+            stats = app.stats()["parameters"]
+        finally:
+            app.close()
+        assert report.fetched == 25
+        assert proxy.count("GetParameters") == 3
+        assert stats["upstream_calls"] == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import random
 import threading
@@ -44,12 +45,28 @@ Key = Tuple[str, str, Tuple[Tuple[str, str], ...]]
 RETRY_BASE = 1.0
 RETRY_CAP = 60.0
 
-_current = threading.local()
+
+class _ProviderCall:
+    """The provider call running in this context: its route, and the AWS calls it made."""
+
+    __slots__ = ("calls", "route")
+
+    def __init__(self, route: str) -> None:
+        self.route = route
+        self.calls = 0
+
+
+# A context variable, not a thread-local: a provider that fans out to its own threads with
+# contextvars.copy_context() (the built-ins' batched prefetch) still has its calls counted.
+_current: contextvars.ContextVar[Optional[_ProviderCall]] = contextvars.ContextVar(
+    "cachelayer_provider_call", default=None
+)
 
 
 def current_route() -> Optional[str]:
     """The route whose provider is running in this worker thread (for counting AWS calls)."""
-    return getattr(_current, "route", None)
+    call = _current.get()
+    return call.route if call is not None else None
 
 
 class Lookup(NamedTuple):
@@ -271,13 +288,13 @@ class Cache:
         )
 
     def _call_provider(self, fn: Callable[..., Any], route: str, *args: Any) -> Any:
-        _current.route = route
-        _current.calls = 0
+        call = _ProviderCall(route)
+        token = _current.set(call)
         try:
             return fn(*args)
         finally:
-            _current.route = None
-            if not _current.calls:
+            _current.reset(token)
+            if not call.calls:
                 # A provider that calls no AWS client (HTTP, a database, a file): its call
                 # is the upstream call.
                 self.count_upstream_call(route)
@@ -519,8 +536,9 @@ class Cache:
         stats = self._stats.get(route) if route is not None else None
         if stats is None:  # not a provider call started by ``_run``
             return
-        if route == current_route():
-            _current.calls = getattr(_current, "calls", 0) + 1
+        call = _current.get()
+        if call is not None and call.route == route:
+            call.calls += 1
         with self._lock:
             stats.upstream_calls += 1
 

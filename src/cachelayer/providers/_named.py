@@ -217,12 +217,16 @@ def run_batches(call: Callable[[T], Mapping[Item, Any]], batches: Sequence[T]) -
         for batch in batches:
             results.update(call(batch))
         return results
+    import contextvars
     from concurrent.futures import ThreadPoolExecutor
 
     workers = min(BATCH_WORKERS, len(batches))
     with ThreadPoolExecutor(workers, thread_name_prefix="cachelayer-batch") as pool:
-        for answer in pool.map(call, batches):
-            results.update(answer)
+        # Each batch runs in a copy of this context, so the core still counts its AWS calls
+        # for the route being fetched.
+        futures = [pool.submit(contextvars.copy_context().run, call, b) for b in batches]
+        for future in futures:
+            results.update(future.result())
     return results
 
 
