@@ -12,6 +12,7 @@ import attrs
 from cachelayer.core.cache import Cache, CachePolicy, PrefetchReport, current_route
 from cachelayer.core.config import Settings, line_of, load_settings, plugin_filters
 from cachelayer.core.metrics import EmfMetrics
+from cachelayer.core.reads import CacheReader
 from cachelayer.core.router import Router
 from cachelayer.errors import CachelayerError, ConfigError
 from cachelayer.plugins import (
@@ -134,8 +135,9 @@ class Application:
 
             json_clients = JsonClientFactory.from_environment(environ, on_call=count)
         region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+        reader = CacheReader(cache)  # given the router below, once the providers are configured
         context = ProviderContext(
-            client=client_factory, default_region=region, json_client=json_clients
+            client=client_factory, default_region=region, read=reader, json_client=json_clients
         )
         for name, info in sorted(registry.by_name.items()):
             try:
@@ -162,6 +164,7 @@ class Application:
                     key=name,
                 ) from exc
         router = Router({route: info.provider for route, info in registry.by_route.items()})
+        reader.router = router
         metrics = None
         if settings.cache.metrics == "emf":
             metrics = EmfMetrics(

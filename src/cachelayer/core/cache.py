@@ -47,12 +47,14 @@ RETRY_CAP = 60.0
 
 
 class _ProviderCall:
-    """The provider call running in this context: its route, and the AWS calls it made."""
+    """The provider call running in this context: its route, the event loop that started it,
+    and the AWS calls it made."""
 
-    __slots__ = ("calls", "route")
+    __slots__ = ("calls", "loop", "route")
 
-    def __init__(self, route: str) -> None:
+    def __init__(self, route: str, loop: Optional[asyncio.AbstractEventLoop]) -> None:
         self.route = route
+        self.loop = loop
         self.calls = 0
 
 
@@ -62,11 +64,21 @@ _current: contextvars.ContextVar[Optional[_ProviderCall]] = contextvars.ContextV
     "cachelayer_provider_call", default=None
 )
 
+# Set in the tasks of ``ProviderContext.read``: a fetch they start runs on the nested executor,
+# because the reader holds a worker of the main one while it waits (all of them, at worst).
+nested_read: contextvars.ContextVar[bool] = contextvars.ContextVar("nested_read", default=False)
+
 
 def current_route() -> Optional[str]:
     """The route whose provider is running in this worker thread (for counting AWS calls)."""
     call = _current.get()
     return call.route if call is not None else None
+
+
+def current_loop() -> Optional[asyncio.AbstractEventLoop]:
+    """The event loop that started the provider call running in this worker thread, if any."""
+    call = _current.get()
+    return call.loop if call is not None else None
 
 
 class Lookup(NamedTuple):
@@ -169,6 +181,7 @@ class Cache:
         self.policy = policy
         self._clock = clock
         self._executor = executor or ThreadPoolExecutor(16, thread_name_prefix="cachelayer-fetch")
+        self._nested_executor: Optional[ThreadPoolExecutor] = None  # made on the first read
         self._rng = rng or random.Random()
         self._entries: collections.OrderedDict[Key, Entry] = collections.OrderedDict()
         self._bytes = 0
@@ -283,12 +296,18 @@ class Cache:
         # them, so it never inserts into the dict while ``stats()`` iterates it.
         if route not in self._stats:
             self._stats[route] = RouteStats()
-        return asyncio.get_running_loop().run_in_executor(
-            self._executor, self._call_provider, fn, route, *args
-        )
+        loop = asyncio.get_running_loop()
+        executor = self._executor
+        if nested_read.get():
+            if self._nested_executor is None:
+                self._nested_executor = ThreadPoolExecutor(4, thread_name_prefix="cachelayer-read")
+            executor = self._nested_executor
+        return loop.run_in_executor(executor, self._call_provider, fn, route, loop, *args)
 
-    def _call_provider(self, fn: Callable[..., Any], route: str, *args: Any) -> Any:
-        call = _ProviderCall(route)
+    def _call_provider(
+        self, fn: Callable[..., Any], route: str, loop: asyncio.AbstractEventLoop, *args: Any
+    ) -> Any:
+        call = _ProviderCall(route, loop)
         token = _current.set(call)
         try:
             return fn(*args)
@@ -580,3 +599,5 @@ class Cache:
     def close(self) -> None:
         """Stop the worker threads without waiting for calls in flight."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._nested_executor is not None:
+            self._nested_executor.shutdown(wait=False, cancel_futures=True)
