@@ -57,6 +57,7 @@ class Application:
     pm: Any
     clients: Any = None
     metrics: Optional[EmfMetrics] = None
+    json_clients: Any = None
 
     @classmethod
     def from_environment(
@@ -67,6 +68,7 @@ class Application:
         port: Optional[int] = None,
         pm: Any = None,
         client_factory: Any = None,
+        json_clients: Any = None,
         clock: Optional[Callable[[], float]] = None,
         metrics_write: Optional[Callable[[str], None]] = None,
         wall_clock: Optional[Callable[[], float]] = None,
@@ -74,9 +76,10 @@ class Application:
         """Discover plugins, load and validate settings, configure providers. No network I/O.
 
         Raises ConfigError or PluginError with a message fit to show the user as is.
-        ``client_factory`` replaces the boto3 client factory and ``clock`` the cache's
-        monotonic clock (tests and benchmarks); ``metrics_write`` and ``wall_clock`` replace
-        stdout and ``time.time`` for the EMF metrics.
+        ``client_factory`` replaces the boto3 client factory, ``json_clients`` the lean
+        JSON-protocol client factory and ``clock`` the cache's monotonic clock (tests and
+        benchmarks); ``metrics_write`` and ``wall_clock`` replace stdout and ``time.time`` for
+        the EMF metrics.
         """
         allow, deny = plugin_filters(environ)
         pm, registry = discover(allow=allow, deny=deny, pm=pm)
@@ -124,7 +127,7 @@ class Application:
             shared = open_tier(
                 settings.shared,
                 pm,
-                read_secret=lambda secret_id: _read_secret(client_factory, secret_id),
+                read_secret=lambda secret_id: _read_secret(json_clients, secret_id),
                 source=settings.config_path if settings.config_loaded else None,
             )
         cache = (
@@ -133,18 +136,24 @@ class Application:
             else Cache(policy, shared=shared)
         )
 
+        def count(service: str, operation: str) -> None:
+            cache.count_upstream_call(current_route())
+
         if client_factory is None:
-            # Imported here, not at module level: the extension registers with Lambda before
-            # anything pulls in botocore.
+            # boto3 itself is imported only when a provider asks for a boto3 client; the
+            # built-in providers use the lean JSON transport and never do.
             from cachelayer.aws import ClientFactory
 
-            client_factory = ClientFactory.from_environment(
-                environ,
-                on_call=lambda service, operation: cache.count_upstream_call(current_route()),
-            )
+            client_factory = ClientFactory.from_environment(environ, on_call=count)
+        if json_clients is None:
+            from cachelayer.awsjson import JsonClientFactory
+
+            json_clients = JsonClientFactory.from_environment(environ, on_call=count)
         region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
         reader = CacheReader(cache)  # given the router below, once the providers are configured
-        context = ProviderContext(client=client_factory, default_region=region, read=reader)
+        context = ProviderContext(
+            client=client_factory, default_region=region, read=reader, json_client=json_clients
+        )
         for name, info in sorted(registry.by_name.items()):
             try:
                 info.provider.configure(settings.sections.get(name), context)
@@ -179,7 +188,16 @@ class Application:
                 write=metrics_write,
                 clock=wall_clock or time.time,
             )
-        app = cls(settings, registry, cache, router, pm, client_factory, metrics)
+        app = cls(
+            settings,
+            registry,
+            cache,
+            router,
+            pm,
+            client_factory,
+            metrics,
+            json_clients=json_clients,
+        )
         pm.hook.cachelayer_startup(providers={n: i.provider for n, i in registry.by_name.items()})
         return app
 
@@ -246,18 +264,23 @@ class Application:
         return "cachelayer stats | " + " | ".join(parts)
 
     def close(self) -> None:
-        """Release worker threads (and the shared tier's connections)."""
+        """Release worker threads, idle upstream connections and the shared tier's."""
         self.cache.close()
         if self.cache.shared is not None:
             self.cache.shared.close()
+        close = getattr(self.json_clients, "close", None)
+        if close is not None:
+            close()
 
 
-def _read_secret(client_factory: Any, secret_id: str) -> str:
+def _read_secret(json_clients: Any, secret_id: str) -> str:
     """A Secrets Manager secret's string (the shared tier's key or password), read on first
-    use of the tier, through the same client factory as the providers."""
+    use of the tier through the lean JSON transport (no boto3), not counted for any route."""
     with uncounted():
-        client = client_factory("secretsmanager", None)
-        answer = client.get_secret_value(SecretId=secret_id)
+        client = json_clients("secretsmanager", None)
+        answer = client.call(
+            "GetSecretValue", {"SecretId": secret_id}, what=f"secret {secret_id!r}"
+        )
     text = answer.get("SecretString")
     if text is None:
         raise ValueError(f"secret {secret_id!r} holds no SecretString")

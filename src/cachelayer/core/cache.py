@@ -52,7 +52,24 @@ Key = Tuple[str, str, Tuple[Tuple[str, str], ...]]
 RETRY_BASE = 1.0
 RETRY_CAP = 60.0
 
-_current = threading.local()
+
+class _ProviderCall:
+    """The provider call running in this context: its route, the event loop that started it,
+    and the AWS calls it made."""
+
+    __slots__ = ("calls", "loop", "route")
+
+    def __init__(self, route: str, loop: Optional[asyncio.AbstractEventLoop]) -> None:
+        self.route = route
+        self.loop = loop
+        self.calls = 0
+
+
+# A context variable, not a thread-local: a provider that fans out to its own threads with
+# contextvars.copy_context() (the built-ins' batched prefetch) still has its calls counted.
+_current: contextvars.ContextVar[Optional[_ProviderCall]] = contextvars.ContextVar(
+    "cachelayer_provider_call", default=None
+)
 
 # Set in the tasks of ``ProviderContext.read``: a fetch they start runs on the nested executor,
 # because the reader holds a worker of the main one while it waits (all of them, at worst).
@@ -61,24 +78,25 @@ nested_read: contextvars.ContextVar[bool] = contextvars.ContextVar("nested_read"
 
 def current_route() -> Optional[str]:
     """The route whose provider is running in this worker thread (for counting AWS calls)."""
-    return getattr(_current, "route", None)
+    call = _current.get()
+    return call.route if call is not None else None
 
 
 def current_loop() -> Optional[asyncio.AbstractEventLoop]:
     """The event loop that started the provider call running in this worker thread, if any."""
-    return getattr(_current, "loop", None)
+    call = _current.get()
+    return call.loop if call is not None else None
 
 
 @contextlib.contextmanager
 def uncounted() -> Iterator[None]:
     """AWS calls made in this block are the core's own (e.g. reading the shared tier's key),
     not counted for the route being fetched in this thread."""
-    saved = getattr(_current, "route", None)
-    _current.route = None
+    token = _current.set(None)
     try:
         yield
     finally:
-        _current.route = saved
+        _current.reset(token)
 
 
 class Lookup(NamedTuple):
@@ -367,13 +385,13 @@ class Cache:
         loop: Optional[asyncio.AbstractEventLoop],
         *args: Any,
     ) -> Any:
-        _current.route, _current.loop = route, loop
-        _current.calls = 0
+        call = _ProviderCall(route, loop)
+        token = _current.set(call)
         try:
             return fn(*args)
         finally:
-            _current.route = _current.loop = None
-            if not _current.calls:
+            _current.reset(token)
+            if not call.calls:
                 # A provider that calls no AWS client (HTTP, a database, a file): its call
                 # is the upstream call.
                 self.count_upstream_call(route)
@@ -548,6 +566,36 @@ class Cache:
         """
         started = time.monotonic()
         results: Dict[Item, Union[Value, Exception]] = {}
+        # A read of a prefetched item arriving now joins this batch instead of making its own
+        # upstream call: its key is in flight until the batch has answered.
+        loop = asyncio.get_running_loop()
+        joined: Dict[Key, asyncio.Future[Lookup]] = {}
+        for item in items:
+            if item.key not in self._inflight:
+                joined[item.key] = self._inflight[item.key] = loop.create_future()
+        try:
+            return await self._prefetch(provider, items, results, joined, started)
+        finally:
+            for key, future in joined.items():
+                if self._inflight.get(key) is future:
+                    del self._inflight[key]
+                if not future.done():
+                    future.set_exception(
+                        TransientError(
+                            "the startup prefetch of this item did not finish (init time ran "
+                            "out or the extension is stopping); ask again"
+                        )
+                    )
+                    future.exception()  # retrieved here: no "never retrieved" warning
+
+    async def _prefetch(
+        self,
+        provider: Provider,
+        items: Sequence[Item],
+        results: Dict[Item, Union[Value, Exception]],
+        joined: Dict[Key, asyncio.Future[Lookup]],
+        started: float,
+    ) -> PrefetchReport:
         shared_fetched = 0
         lease = None
         route = items[0].route if items else provider.route
@@ -557,7 +605,12 @@ class Cache:
                 self.shared.prefetch_lookup, route, list(items), self._ttl
             )
             for item, fetched in found.items():
-                self._store(provider, item, fetched.value, fetched.age, fetched.remaining)
+                lookup = self._store(provider, item, fetched.value, fetched.age, fetched.remaining)
+                waiter = joined.pop(item.key, None)
+                if waiter is not None:
+                    if self._inflight.get(item.key) is waiter:
+                        del self._inflight[item.key]
+                    waiter.set_result(lookup)
             shared_fetched = len(found)
             items = [i for i in items if i not in found]
         if items and isinstance(provider, SupportsFetchMany):
@@ -588,9 +641,14 @@ class Cache:
         to_share = []
         for item in items:
             result = results.get(item)
+            waiter = joined.pop(item.key, None)
+            if waiter is not None and self._inflight.get(item.key) is waiter:
+                del self._inflight[item.key]
             if isinstance(result, Value):
-                self._store(provider, item, result)
+                lookup = self._store(provider, item, result)
                 to_share.append((item, result, self._ttl(item)))
+                if waiter is not None:
+                    waiter.set_result(lookup)
                 fetched += 1
                 continue
             if isinstance(result, NotFoundError):
@@ -599,6 +657,16 @@ class Cache:
                 self._stats[item.route].upstream_errors += 1
                 if isinstance(result, ThrottlingError):
                     self._stats[item.route].throttles += 1
+            if waiter is not None:
+                error = (
+                    result
+                    if isinstance(result, Exception)
+                    else TransientError(
+                        f"{item.route} {item.name!r}: the startup prefetch returned nothing for it"
+                    )
+                )
+                waiter.set_exception(error)
+                waiter.exception()  # a waiter may or may not be there to retrieve it
             reason = str(result) if isinstance(result, CachelayerError) else type(result).__name__
             failed[item.key] = reason
             log.warning(
@@ -624,8 +692,9 @@ class Cache:
         stats = self._stats.get(route) if route is not None else None
         if stats is None:  # not a provider call started by ``_run``
             return
-        if route == current_route():
-            _current.calls = getattr(_current, "calls", 0) + 1
+        call = _current.get()
+        if call is not None and call.route == route:
+            call.calls += 1
         with self._lock:
             stats.upstream_calls += 1
 
