@@ -32,3 +32,4 @@ else
     .venv/bin/python -m pip install --quiet -e '.[dev]' $extras
     echo "$stamp" >"$stamp_file"
 fi
+if [ -f scripts/ci/install-redis.sh ]; then bash scripts/ci/install-redis.sh; fi

@@ -8,6 +8,7 @@ from typing import Any, Protocol, TypeVar
 
 from cachelayer import Provider, ProviderContext
 from cachelayer.aws import ClientFactory
+from cachelayer.awsjson import JsonClientFactory
 from cachelayer.plugins import collect_providers, load_plugins, make_plugin_manager
 
 REGION = "us-west-2"
@@ -21,13 +22,16 @@ P = TypeVar("P", bound=Configurable)
 
 
 def configured(provider: P, config: Any = None, **factory: Any) -> P:
-    """``provider`` configured with ``config`` and a fresh client factory (one attempt, fast);
-    ``factory`` goes to ``ClientFactory``."""
+    """``provider`` configured with ``config`` and fresh client factories (one attempt, fast),
+    reading the environment as it is now; ``factory`` goes to both ``JsonClientFactory`` (what
+    the built-in providers use) and the boto3 ``ClientFactory``."""
     factory.setdefault("max_attempts", 1)
     provider.configure(
         config,
         ProviderContext(
-            client=ClientFactory(default_region=REGION, **factory), default_region=REGION
+            client=ClientFactory(default_region=REGION, **factory),
+            default_region=REGION,
+            json_client=JsonClientFactory.from_environment(default_region=REGION, **factory),
         ),
     )
     return provider

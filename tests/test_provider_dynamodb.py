@@ -311,8 +311,9 @@ class _UnprocessingClient:
         self.stingy = stingy
         self.requests: List[int] = []
 
-    def batch_get_item(self, RequestItems: Dict[str, Any]) -> Dict[str, Any]:
-        ((table, request),) = RequestItems.items()
+    def call(self, operation: str, params: Dict[str, Any], **_: Any) -> Dict[str, Any]:
+        assert operation == "BatchGetItem"
+        ((table, request),) = params["RequestItems"].items()
         keys = request["Keys"]
         self.requests.append(len(keys))
         if len(self.requests) <= self.stingy:
@@ -328,7 +329,10 @@ class _UnprocessingClient:
 class TestUnprocessedKeys:
     def _provider(self, client: _UnprocessingClient, sleeps: List[float]) -> DynamoDbProvider:
         provider = DynamoDbProvider(sleep=sleeps.append)
-        provider.configure([hash_item("t", "0")], ProviderContext(client=lambda s, r: client))
+        provider.configure(
+            [hash_item("t", "0")],
+            ProviderContext(client=lambda s, r: None, json_client=lambda s, r: client),
+        )
         return provider
 
     def test_unprocessed_keys_are_retried_with_backoff(self) -> None:

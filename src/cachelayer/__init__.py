@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     import pluggy
 
+    from cachelayer.awsjson import JsonClient, JsonClientFactory, JsonService
     from cachelayer.errors import (
         BadRequestError,
         CachelayerError,
@@ -41,6 +42,10 @@ if TYPE_CHECKING:
     hookimpl: pluggy.HookimplMarker
 
 _LAZY: Dict[str, Tuple[str, str]] = {
+    **{
+        name: ("cachelayer.awsjson", name)
+        for name in ("JsonClient", "JsonClientFactory", "JsonService")
+    },
     **{
         name: ("cachelayer.errors", name)
         for name in (
@@ -102,6 +107,9 @@ __all__ = [
     "ConfigError",
     "Duration",
     "Item",
+    "JsonClient",
+    "JsonClientFactory",
+    "JsonService",
     "NotFoundError",
     "PluginError",
     "Provider",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import pluggy
 
 from cachelayer.provider import Provider
+
+if TYPE_CHECKING:
+    from cachelayer.shared.store import SharedStoreKind
 
 hookspec = pluggy.HookspecMarker("cachelayer")
 
@@ -17,6 +20,17 @@ def cachelayer_providers() -> Iterable[Provider]:
 
     Called once at startup, before the config is read, by every entry point in the
     ``cachelayer`` group. Constructors must do no I/O.
+    """
+    raise NotImplementedError  # a specification: plugins implement it
+
+
+@hookspec
+def cachelayer_shared_stores() -> Iterable[SharedStoreKind]:
+    """Return the shared-tier stores this plugin contributes (``SharedStoreKind`` records).
+
+    Called once at startup, only when a shared tier is configured (``cache: shared:``); the
+    tier's URL scheme picks the store (``redis``/``rediss`` are built in). Each store's
+    constructor must do no I/O: it connects on first use.
     """
     raise NotImplementedError  # a specification: plugins implement it
 

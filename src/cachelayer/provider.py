@@ -89,13 +89,23 @@ class Value:
         return len(self.body)
 
 
+def _environment_json_clients() -> Callable[[Any, Optional[str]], Any]:
+    from cachelayer.awsjson import JsonClientFactory
+
+    return JsonClientFactory.from_environment()
+
+
 @attrs.frozen
 class ProviderContext:
     """What the core hands a provider when configuring it.
 
-    ``client(service, region)`` returns a shared, thread-safe boto3 client built with the core's
-    timeouts and retry policy and ``AWS_ENDPOINT_URL`` honoured; ``region`` ``None`` means the
-    default region. ``default_region`` is ``AWS_REGION``/``AWS_DEFAULT_REGION``.
+    ``json_client(service, region)`` returns a shared, thread-safe ``cachelayer.awsjson``
+    client for a JSON-protocol service (``"ssm"``, ``"secretsmanager"``, ``"dynamodb"`` or a
+    ``JsonService``), with the core's timeouts and retries; it never loads boto3.
+    ``client(service, region)`` returns a shared, thread-safe boto3 client built with the same
+    policy and ``AWS_ENDPOINT_URL`` honoured; boto3 is imported the first time one is asked
+    for. ``region`` ``None`` means the default region, ``default_region``
+    (``AWS_REGION``/``AWS_DEFAULT_REGION``).
 
     ``read(route, name)`` reads another provider's value through the core's cache, as
     ``GET /<route>?name=<name>`` would (TTL, single-flight, stale-if-error, stats), e.g. a
@@ -107,6 +117,9 @@ class ProviderContext:
     client: Callable[[str, Optional[str]], Any]
     default_region: Optional[str] = None
     read: Optional[Callable[[str, str], Value]] = None
+    json_client: Callable[[Any, Optional[str]], Any] = attrs.field(
+        factory=_environment_json_clients, repr=False
+    )
 
 
 @runtime_checkable

@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 import attrs
 
-from cachelayer.core.cache import Cache, CachePolicy, PrefetchReport, current_route
+from cachelayer.core.cache import Cache, CachePolicy, PrefetchReport, current_route, uncounted
 from cachelayer.core.config import Settings, line_of, load_settings, plugin_filters
 from cachelayer.core.metrics import EmfMetrics
 from cachelayer.core.reads import CacheReader
@@ -123,6 +123,7 @@ class Application:
     pm: Any
     clients: Any = None
     metrics: Optional[EmfMetrics] = None
+    json_clients: Any = None
 
     @classmethod
     def from_environment(
@@ -133,6 +134,7 @@ class Application:
         port: Optional[int] = None,
         pm: Any = None,
         client_factory: Any = None,
+        json_clients: Any = None,
         clock: Optional[Callable[[], float]] = None,
         metrics_write: Optional[Callable[[str], None]] = None,
         wall_clock: Optional[Callable[[], float]] = None,
@@ -140,9 +142,10 @@ class Application:
         """Discover plugins, load and validate settings, configure providers. No network I/O.
 
         Raises ConfigError or PluginError with a message fit to show the user as is.
-        ``client_factory`` replaces the boto3 client factory and ``clock`` the cache's
-        monotonic clock (tests and benchmarks); ``metrics_write`` and ``wall_clock`` replace
-        stdout and ``time.time`` for the EMF metrics.
+        ``client_factory`` replaces the boto3 client factory, ``json_clients`` the lean
+        JSON-protocol client factory and ``clock`` the cache's monotonic clock (tests and
+        benchmarks); ``metrics_write`` and ``wall_clock`` replace stdout and ``time.time`` for
+        the EMF metrics.
         """
         allow, deny = plugin_filters(environ)
         pm, registry = discover(allow=allow, deny=deny, pm=pm)
@@ -184,20 +187,41 @@ class Application:
             stale_wait=float(settings.cache.stale_wait),
             upstream_timeout=float(settings.cache.upstream_timeout),
         )
-        cache = Cache(policy, clock=clock) if clock is not None else Cache(policy)
+        shared = None
+        if settings.shared is not None:
+            # Imported only when configured; redis-py and cryptography even later, on first use.
+            from cachelayer.shared.factory import open_tier
+
+            shared = open_tier(
+                settings.shared,
+                pm,
+                read_secret=lambda secret_id: _read_secret(json_clients, secret_id),
+                source=settings.config_path if settings.config_loaded else None,
+            )
+        cache = (
+            Cache(policy, clock=clock, shared=shared)
+            if clock is not None
+            else Cache(policy, shared=shared)
+        )
+
+        def count(service: str, operation: str) -> None:
+            cache.count_upstream_call(current_route())
 
         if client_factory is None:
-            # Imported here, not at module level: the extension registers with Lambda before
-            # anything pulls in botocore.
+            # boto3 itself is imported only when a provider asks for a boto3 client; the
+            # built-in providers use the lean JSON transport and never do.
             from cachelayer.aws import ClientFactory
 
-            client_factory = ClientFactory.from_environment(
-                environ,
-                on_call=lambda service, operation: cache.count_upstream_call(current_route()),
-            )
+            client_factory = ClientFactory.from_environment(environ, on_call=count)
+        if json_clients is None:
+            from cachelayer.awsjson import JsonClientFactory
+
+            json_clients = JsonClientFactory.from_environment(environ, on_call=count)
         region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
         reader = CacheReader(cache)  # given the router below, once the providers are configured
-        context = ProviderContext(client=client_factory, default_region=region, read=reader)
+        context = ProviderContext(
+            client=client_factory, default_region=region, read=reader, json_client=json_clients
+        )
         for name, info in sorted(registry.by_name.items()):
             try:
                 info.provider.configure(settings.sections.get(name), context)
@@ -232,7 +256,16 @@ class Application:
                 write=metrics_write,
                 clock=wall_clock or time.time,
             )
-        app = cls(settings, registry, cache, router, pm, client_factory, metrics)
+        app = cls(
+            settings,
+            registry,
+            cache,
+            router,
+            pm,
+            client_factory,
+            metrics,
+            json_clients=json_clients,
+        )
         call_hook(
             pm, "cachelayer_startup", providers={n: i.provider for n, i in registry.by_name.items()}
         )
@@ -273,6 +306,24 @@ class Application:
         """Per-route counters, with every installed route listed."""
         return self.cache.stats(self.router.routes)
 
+    async def invalidate_shared(
+        self, route: Optional[str] = None, name: Optional[str] = None
+    ) -> Optional[Dict[str, Any]]:
+        """Delete the shared tier's copies (one name, a route, or all); None without a tier.
+
+        Runs in a worker thread; a store failure is reported in the result, not raised.
+        """
+        shared = self.cache.shared
+        if shared is None:
+            return None
+        loop = asyncio.get_running_loop()
+        try:
+            deleted = await loop.run_in_executor(None, shared.invalidate, route, name)
+        except Exception as exc:
+            log.warning("shared tier invalidation failed: %s", exc)
+            return {"invalidated": 0, "error": str(exc)}
+        return {"invalidated": deleted}
+
     def stats_line(self) -> str:
         """One line summarising the stats, for the shutdown log. Never contains a value."""
         parts = []
@@ -285,5 +336,24 @@ class Application:
         return "cachelayer stats | " + " | ".join(parts)
 
     def close(self) -> None:
-        """Release worker threads."""
+        """Release worker threads, idle upstream connections and the shared tier's."""
         self.cache.close()
+        if self.cache.shared is not None:
+            self.cache.shared.close()
+        close = getattr(self.json_clients, "close", None)
+        if close is not None:
+            close()
+
+
+def _read_secret(json_clients: Any, secret_id: str) -> str:
+    """A Secrets Manager secret's string (the shared tier's key or password), read on first
+    use of the tier through the lean JSON transport (no boto3), not counted for any route."""
+    with uncounted():
+        client = json_clients("secretsmanager", None)
+        answer = client.call(
+            "GetSecretValue", {"SecretId": secret_id}, what=f"secret {secret_id!r}"
+        )
+    text = answer.get("SecretString")
+    if text is None:
+        raise ValueError(f"secret {secret_id!r} holds no SecretString")
+    return str(text)

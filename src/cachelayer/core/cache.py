@@ -7,17 +7,21 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import functools
 import logging
+import math
 import random
 import sys
 import threading
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     Dict,
     Iterable,
+    Iterator,
     List,
     Mapping,
     NamedTuple,
@@ -41,6 +45,9 @@ from cachelayer.errors import (
 )
 from cachelayer.provider import Item, Provider, SupportsFetchMany, SupportsRefresh, Value
 
+if TYPE_CHECKING:
+    from cachelayer.shared.tier import Fetched, SharedTier
+
 log = logging.getLogger("cachelayer.cache")
 
 Key = Tuple[str, str, Tuple[Tuple[str, str], ...]]
@@ -56,7 +63,24 @@ RETRY_CAP = 60.0
 # Item and its key tuple, the LRU dict's slot. Counted against ``max_bytes`` with the rest.
 ENTRY_OVERHEAD = 512
 
-_current = threading.local()
+
+class _ProviderCall:
+    """The provider call running in this context: its route, the event loop that started it,
+    and the AWS calls it made."""
+
+    __slots__ = ("calls", "loop", "route")
+
+    def __init__(self, route: str, loop: Optional[asyncio.AbstractEventLoop]) -> None:
+        self.route = route
+        self.loop = loop
+        self.calls = 0
+
+
+# A context variable, not a thread-local: a provider that fans out to its own threads with
+# contextvars.copy_context() (the built-ins' batched prefetch) still has its calls counted.
+_current: contextvars.ContextVar[Optional[_ProviderCall]] = contextvars.ContextVar(
+    "cachelayer_provider_call", default=None
+)
 
 # Set in the tasks of ``ProviderContext.read``: a fetch they start runs on the nested executor,
 # because the reader holds a worker of the main one while it waits (all of them, at worst).
@@ -70,12 +94,25 @@ def _short(name: str, limit: int = 80) -> str:
 
 def current_route() -> Optional[str]:
     """The route whose provider is running in this worker thread (for counting AWS calls)."""
-    return getattr(_current, "route", None)
+    call = _current.get()
+    return call.route if call is not None else None
 
 
 def current_loop() -> Optional[asyncio.AbstractEventLoop]:
     """The event loop that started the provider call running in this worker thread, if any."""
-    return getattr(_current, "loop", None)
+    call = _current.get()
+    return call.loop if call is not None else None
+
+
+@contextlib.contextmanager
+def uncounted() -> Iterator[None]:
+    """AWS calls made in this block are the core's own (e.g. reading the shared tier's key),
+    not counted for the route being fetched in this thread."""
+    token = _current.set(None)
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 class Lookup(NamedTuple):
@@ -235,8 +272,11 @@ class Cache:
         clock: Callable[[], float] = time.monotonic,
         executor: Optional[Executor] = None,
         rng: Optional[random.Random] = None,
+        shared: Optional[SharedTier] = None,
     ) -> None:
         self.policy = policy
+        # The optional second tier, asked on every upstream fetch (cachelayer.shared).
+        self.shared = shared
         self._clock = clock
         self._executor = executor or ThreadPoolExecutor(16, thread_name_prefix="cachelayer-fetch")
         self._nested_executor: Optional[ThreadPoolExecutor] = None  # made on the first read
@@ -304,8 +344,8 @@ class Cache:
         if future is None:
             future = self._start_fetch(provider, item)
         stale = entry if entry is not None and entry.value is not None else None
-        if stale is not None and not self._within_stale(stale, now):
-            stale = None
+        if stale is not None and (refresh or not self._within_stale(stale, now)):
+            stale = None  # a forced refresh waits for the new value
         policy = self.policy
         wait = policy.upstream_timeout if stale is None else policy.stale_wait
         try:
@@ -348,13 +388,20 @@ class Cache:
         def done(call: asyncio.Future[Value]) -> None:
             del self._inflight[item.key]
             try:
-                value = call.result()
+                result = call.result()
             except BaseException as exc:
                 self._settle_failure(future, provider, item, exc)
-            else:
-                if value is previous:
+                return
+            if isinstance(result, Value):
+                if result is previous:
                     self._stats[item.route].not_modified += 1
-                future.set_result(self._store(provider, item, value))
+                future.set_result(self._store(provider, item, result))
+            elif result.stale:  # upstream failed; the shared tier had a stale copy
+                future.set_result(self._store_stale(provider, item, result))
+            else:  # through the shared tier: its freshness, never more
+                future.set_result(
+                    self._store(provider, item, result.value, result.age, result.remaining)
+                )
 
         held = self._entries.get(item.key)
         previous = held.value if held is not None else None
@@ -364,10 +411,22 @@ class Cache:
             item.name,
             "refresh" if previous is not None else "miss",
         )
+        fetch: Callable[[], Value]
         if previous is not None and isinstance(provider, SupportsRefresh):
-            call = self._run(provider.refresh, item.route, item, previous)
+            fetch = functools.partial(provider.refresh, item, previous)
         else:
-            call = self._run(provider.fetch, item.route, item)
+            fetch = functools.partial(provider.fetch, item)
+        if self.shared is not None:
+            call = self._run_shared(
+                self._fetch_shared,
+                item.route,
+                item,
+                fetch,
+                previous is not None,
+                asyncio.get_running_loop(),
+            )
+        else:
+            call = self._run(fetch, item.route)
         call.add_done_callback(done)
         return future
 
@@ -378,23 +437,61 @@ class Cache:
         if route not in self._stats:
             self._stats[route] = RouteStats()
         loop = asyncio.get_running_loop()
-        executor = self._executor
+        return loop.run_in_executor(
+            self._executor_for_call(), self._call_provider, fn, route, loop, *args
+        )
+
+    def _executor_for_call(self) -> Executor:
+        """The fetch workers, or for a read nested in a provider call its own small pool, so
+        readers holding every fetch worker cannot starve the fetch they wait for."""
         if nested_read.get():
             if self._nested_executor is None:
                 self._nested_executor = ThreadPoolExecutor(4, thread_name_prefix="cachelayer-read")
-            executor = self._nested_executor
-        return loop.run_in_executor(executor, self._call_provider, fn, route, loop, *args)
+            return self._nested_executor
+        return self._executor
+
+    def _run_shared(self, fn: Callable[..., Any], route: str, *args: Any) -> asyncio.Future[Any]:
+        """Call the shared tier in a worker thread: its own operations are no upstream calls;
+        a provider call it makes is counted as ``_run`` would (see ``_fetch_shared``)."""
+        if route not in self._stats:
+            self._stats[route] = RouteStats()
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._executor_for_call(), fn, *args)
+
+    def _fetch_shared(
+        self,
+        item: Item,
+        fetch: Callable[[], Value],
+        has_local: bool,
+        loop: asyncio.AbstractEventLoop,
+    ) -> Fetched:
+        """In a worker: read ``item`` through the shared tier, ``fetch`` being the upstream."""
+        assert self.shared is not None
+        ttl = self._ttl(item)
+        return self.shared.fetch(
+            item,
+            functools.partial(self._call_provider, fetch, item.route, loop),
+            ttl=ttl,
+            negative_ttl=self.policy.negative_ttl,
+            stale_if_error=self.policy.stale_if_error,
+            refresh_within=ttl * self.policy.refresh_ahead if has_local else 0.0,
+            has_local=has_local,
+        )
 
     def _call_provider(
-        self, fn: Callable[..., Any], route: str, loop: asyncio.AbstractEventLoop, *args: Any
+        self,
+        fn: Callable[..., Any],
+        route: str,
+        loop: Optional[asyncio.AbstractEventLoop],
+        *args: Any,
     ) -> Any:
-        _current.route, _current.loop = route, loop
-        _current.calls = 0
+        call = _ProviderCall(route, loop)
+        token = _current.set(call)
         try:
             return fn(*args)
         finally:
-            _current.route = _current.loop = None
-            if not _current.calls:
+            _current.reset(token)
+            if not call.calls:
                 # A provider that calls no AWS client (HTTP, a database, a file): its call
                 # is the upstream call.
                 self.count_upstream_call(route)
@@ -475,23 +572,54 @@ class Cache:
     def _ttl(self, item: Item) -> float:
         return item.ttl if item.ttl is not None else self.policy.ttl_for(item.route)
 
-    def _store(self, provider: Provider, item: Item, value: Value) -> Lookup:
+    def _store(
+        self,
+        provider: Provider,
+        item: Item,
+        value: Value,
+        age: float = 0.0,
+        remaining: Optional[float] = None,
+    ) -> Lookup:
         now = self._clock()
         ttl = self._ttl(item)
         size = _key_bytes(item) + value_bytes(value)
         if ttl <= 0 or size > self.policy.max_bytes or self.policy.max_entries <= 0:
             self._drop(item.key)
-            return Lookup(value, "miss", 0.0, 0.0)
-        self._put(
-            Entry(item, provider, self._stats[item.route], value, None, ttl, now, now + ttl, size)
+            return Lookup(value, "miss", age, 0.0)
+        fresh = ttl if remaining is None else min(ttl, remaining)
+        stats = self._stats[item.route]
+        self._put(Entry(item, provider, stats, value, None, ttl, now - age, now + fresh, size))
+        return Lookup(value, "miss", age, fresh)
+
+    def _store_stale(self, provider: Provider, item: Item, fetched: Fetched) -> Lookup:
+        """Keep the shared tier's stale copy as an expired, failing entry: later reads are
+        answered from it (stale-if-error) while retries back off."""
+        now = self._clock()
+        self._stats[item.route].upstream_errors += 1
+        ttl = self._ttl(item)
+        entry = Entry(
+            item,
+            provider,
+            self._stats[item.route],
+            fetched.value,
+            None,
+            ttl,
+            now - fetched.age,
+            now - fetched.overdue,
+            _key_bytes(item) + value_bytes(fetched.value),
+            failures=1,
+            retry_at=now + RETRY_BASE * (0.5 + self._rng.random() / 2),
         )
-        return Lookup(value, "miss", 0.0, ttl)
+        if entry.size <= self.policy.max_bytes and self.policy.max_entries > 0:
+            self._put(entry)
+        return Lookup(fetched.value, "stale", fetched.age, 0.0)
 
     def _remember_not_found(
         self, provider: Provider, item: Item, exc: NotFoundError, now: float
     ) -> None:
         self._drop(item.key)
-        ttl = self.policy.negative_ttl
+        # A "not found" read from the shared tier keeps its remaining time there.
+        ttl = min(self.policy.negative_ttl, getattr(exc, "shared_remaining", math.inf))
         if ttl > 0 and self.policy.max_entries > 0:
             size = _key_bytes(item) + _error_bytes(exc)
             self._put(
@@ -573,6 +701,53 @@ class Cache:
         """
         started = time.monotonic()
         results: Dict[Item, Union[Value, Exception]] = {}
+        # A read of a prefetched item arriving now joins this batch instead of making its own
+        # upstream call: its key is in flight until the batch has answered.
+        loop = asyncio.get_running_loop()
+        joined: Dict[Key, asyncio.Future[Lookup]] = {}
+        for item in items:
+            if item.key not in self._inflight:
+                joined[item.key] = self._inflight[item.key] = loop.create_future()
+        try:
+            return await self._prefetch(provider, items, results, joined, started)
+        finally:
+            for key, future in joined.items():
+                if self._inflight.get(key) is future:
+                    del self._inflight[key]
+                if not future.done():
+                    future.set_exception(
+                        TransientError(
+                            "the startup prefetch of this item did not finish (init time ran "
+                            "out or the extension is stopping); ask again"
+                        )
+                    )
+                    future.exception()  # retrieved here: no "never retrieved" warning
+
+    async def _prefetch(
+        self,
+        provider: Provider,
+        items: Sequence[Item],
+        results: Dict[Item, Union[Value, Exception]],
+        joined: Dict[Key, asyncio.Future[Lookup]],
+        started: float,
+    ) -> PrefetchReport:
+        shared_fetched = 0
+        lease = None
+        route = items[0].route if items else provider.route
+        if self.shared is not None and items:
+            # Other environments may have fetched these already (a wave of cold starts).
+            found, lease = await self._run_shared(
+                self.shared.prefetch_lookup, route, list(items), self._ttl
+            )
+            for item, fetched in found.items():
+                lookup = self._store(provider, item, fetched.value, fetched.age, fetched.remaining)
+                waiter = joined.pop(item.key, None)
+                if waiter is not None:
+                    if self._inflight.get(item.key) is waiter:
+                        del self._inflight[item.key]
+                    waiter.set_result(lookup)
+            shared_fetched = len(found)
+            items = [i for i in items if i not in found]
         if items and isinstance(provider, SupportsFetchMany):
             try:
                 got = await self._run(provider.fetch_many, items[0].route, list(items))
@@ -597,11 +772,18 @@ class Cache:
 
             await asyncio.gather(*(one(i) for i in missing))
         failed: Dict[Key, str] = {}
-        fetched = 0
+        fetched = shared_fetched
+        to_share = []
         for item in items:
             result = results.get(item)
+            waiter = joined.pop(item.key, None)
+            if waiter is not None and self._inflight.get(item.key) is waiter:
+                del self._inflight[item.key]
             if isinstance(result, Value):
-                self._store(provider, item, result)
+                lookup = self._store(provider, item, result)
+                to_share.append((item, result, self._ttl(item)))
+                if waiter is not None:
+                    waiter.set_result(lookup)
                 fetched += 1
                 continue
             if isinstance(result, NotFoundError):
@@ -610,6 +792,16 @@ class Cache:
                 self._stats[item.route].upstream_errors += 1
                 if isinstance(result, ThrottlingError):
                     self._stats[item.route].throttles += 1
+            if waiter is not None:
+                error = (
+                    result
+                    if isinstance(result, Exception)
+                    else TransientError(
+                        f"{item.route} {item.name!r}: the startup prefetch returned nothing for it"
+                    )
+                )
+                waiter.set_exception(error)
+                waiter.exception()  # a waiter may or may not be there to retrieve it
             reason = str(result) if isinstance(result, CachelayerError) else type(result).__name__
             failed[item.key] = reason
             log.warning(
@@ -617,6 +809,14 @@ class Cache:
                 item.route,
                 item.name,
                 reason,
+            )
+        if self.shared is not None and (to_share or lease is not None):
+            await self._run_shared(
+                self.shared.prefetch_store,
+                route,
+                to_share,
+                self.policy.stale_if_error,
+                lease,
             )
         return PrefetchReport(fetched, failed, time.monotonic() - started)
 
@@ -627,8 +827,9 @@ class Cache:
         stats = self._stats.get(route) if route is not None else None
         if stats is None:  # not a provider call started by ``_run``
             return
-        if route == current_route():
-            _current.calls = getattr(_current, "calls", 0) + 1
+        call = _current.get()
+        if call is not None and call.route == route:
+            call.calls += 1
         with self._lock:
             stats.upstream_calls += 1
 
@@ -655,6 +856,9 @@ class Cache:
         for key, entry in self._entries.items():
             out[key[0]]["entries"] += 1
             out[key[0]]["bytes"] += entry.size
+        if self.shared is not None:
+            for route, d in out.items():
+                d.update(self.shared.stats_for(route))
         return dict(sorted(out.items()))
 
     @property

@@ -20,6 +20,8 @@ from cachelayer.core.durations import DURATION_HINT, format_duration, parse_bool
 from cachelayer.core.metrics import DEFAULT_NAMESPACE, check_namespace
 from cachelayer.errors import ConfigError, PluginError
 from cachelayer.provider import Duration
+from cachelayer.shared.settings import ENV as SHARED_ENV
+from cachelayer.shared.settings import SharedConfig, SharedSettings, resolve_shared
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -52,6 +54,7 @@ KNOWN_ENV: Tuple[str, ...] = (
     "CACHE_EXTENSION_DISABLE_PLUGINS",
     "CACHE_EXTENSION_METRICS",
     "CACHE_EXTENSION_METRICS_NAMESPACE",
+    *SHARED_ENV,
     # Read by the layer's launcher, not by Python; known so they draw no warning.
     "CACHE_EXTENSION_PYTHON",
     "CACHE_EXTENSION_NAME",
@@ -847,6 +850,7 @@ class CacheSettings:
     init_startup: Optional[bool] = None
     metrics: Literal["off", "emf"] = "off"
     metrics_namespace: str = attrs.field(default=DEFAULT_NAMESPACE, validator=_namespace)
+    shared: Optional[SharedSettings] = None
     # How long a read of an expired key waits for its refresh before it is answered with the
     # stale value (the refresh goes on), and how long any read waits for upstream (then 504).
     stale_wait: Duration = attrs.field(default=Duration(0.25), validator=_not_negative)
@@ -869,6 +873,7 @@ class Settings:
     sections: Mapping[str, Any] = attrs.Factory(dict)
     env_ttl: Mapping[str, float] = attrs.Factory(dict)
     warnings: Tuple[str, ...] = ()
+    shared: Optional[SharedConfig] = None
 
     def ttl_for(self, section: str) -> float:
         """The TTL (seconds) for a provider section when nothing more specific sets one."""
@@ -1135,6 +1140,13 @@ def load_settings(
             source=path,
         ) from None
     cache = cache if cache is not None else CacheSettings()
+    cache_node = _find_key(root, "cache")
+    shared_line = None
+    if isinstance(cache_node, MappingNode):  # where ``shared:`` is written, for its errors
+        for knode, _ in cache_node.value:
+            if isinstance(knode, ScalarNode) and knode.value == "shared":
+                shared_line = _line(knode)
+    shared = resolve_shared(environ, cache.shared, source=path, line=shared_line)
 
     # The environment.
     default_ttl = float(cache.ttl) if cache.ttl is not None else DEFAULT_TTL
@@ -1277,6 +1289,7 @@ def load_settings(
         sections=sections,
         env_ttl=env_ttl,
         warnings=tuple(warnings),
+        shared=shared,
     )
 
 

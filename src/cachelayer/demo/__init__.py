@@ -41,6 +41,38 @@ def _summary(results: List[Any]) -> Dict[str, float]:
     }
 
 
+def _ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}x" if theirs > 0 else "-"
+
+
+def comparison(cached: Dict[str, float], direct: Dict[str, float]) -> List[str]:
+    """Ratios and a plain summary of the two functions' durations, whichever way they fall."""
+    lines = [
+        "",
+        "Through cachelayer / boto3 every call: "
+        f"init {_ratio(cached['init'], direct['init'])}, "
+        f"cold {_ratio(cached['cold'], direct['cold'])}, "
+        f"warm avg {_ratio(cached['warm_avg'], direct['warm_avg'])}",
+    ]
+    for label, key in (
+        ("Init", "init"),
+        ("The cold invocation", "cold"),
+        ("A warm invocation", "warm_avg"),
+    ):
+        ours, theirs = cached[key], direct[key]
+        if ours > theirs:
+            verdict = f"is {ours - theirs:.1f} ms LONGER through the extension"
+        else:
+            verdict = f"is {theirs - ours:.1f} ms shorter through the extension"
+        lines.append(f"  {label} {verdict} ({ours:.1f} vs {theirs:.1f} ms).")
+    lines.append(
+        "  Init through cachelayer includes the extension's own start and its prefetch of the "
+        "three items; moto on loopback answers in about a millisecond, real AWS in 10-30 ms per "
+        "call, so a real cold invocation saves more."
+    )
+    return lines
+
+
 def run_demo(invocations: int = 10, out: Any = None) -> int:
     """Seed moto with the sample, run both demo functions ``invocations`` times, print a table."""
     from cachelayer.local import LocalLambda
@@ -115,13 +147,8 @@ def run_demo(invocations: int = 10, out: Any = None) -> int:
                 f"  {label:<20} {r['init']:>8.1f} {r['cold']:>8.2f} {r['warm_avg']:>9.2f} "
                 f"{r['warm_p50']:>9.2f} {r['warm_max']:>9.2f}"
             )
-        cached = rows["through cachelayer"]["warm_avg"]
-        boto = rows["boto3 every call"]["warm_avg"]
-        if cached > 0:
-            say(
-                f"\nWarm invocations through cachelayer took {cached / boto:.2f}x the time of boto3 on every call "
-                f"(3 reads vs 1), against moto on loopback; real AWS adds 10-30 ms per call."
-            )
+        for line in comparison(rows["through cachelayer"], rows["boto3 every call"]):
+            say(line)
     return 0
 
 

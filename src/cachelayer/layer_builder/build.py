@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
-from cachelayer.layer_builder import archive, bytecode, prune, wheels
+from cachelayer.layer_builder import archive, bytecode, lean, prune, wheels
 from cachelayer.layer_builder.errors import LayerBuildError
 from cachelayer.layer_builder.installer import Pip, install_args
 from cachelayer.layer_builder.targets import Target
@@ -198,6 +198,9 @@ class LayerBuilder:
                 )
             )
             report = prune.prune(site, set(services), models=request.prune_models)
+            left_out = lean.boto_left_out(site, services)
+            if left_out:
+                self._progress(left_out)
             self._progress(
                 f"      kept {len(report.services_kept)} service models, removed "
                 f"{report.services_removed} models and {report.files_removed} other files"

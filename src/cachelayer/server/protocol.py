@@ -747,7 +747,16 @@ class HttpConnection(asyncio.Protocol):
                     f"no provider answers route {route!r}; installed routes: {known}",
                 )
                 return
-            reply(200, {"invalidated": app.cache.invalidate(route, name)})
+            local = app.cache.invalidate(route, name)
+            if app.cache.shared is None:
+                reply(200, {"invalidated": local})
+                return
+
+            async def with_shared() -> bytes:  # the shared copies too, off the loop thread
+                doc = {"invalidated": local, "shared": await app.invalidate_shared(route, name)}
+                return render_json(200, doc, connection=conn, head=head)
+
+            self._defer(with_shared(), keep)
             return
         error(
             404,

@@ -9,8 +9,8 @@ Load it with ``-p cachelayer.testing.fixtures`` in ``addopts`` (or ``pytest_plug
 - ``upstream_calls``: an ``UpstreamCalls`` record of every AWS API call made through
   ``provider_context`` clients.
 - ``provider_context``: a ``ProviderContext`` whose clients come from cachelayer's own
-  ``ClientFactory`` (the same timeouts and retries as in production), counted by
-  ``upstream_calls``.
+  ``ClientFactory`` and lean JSON-protocol clients from its ``JsonClientFactory`` (the same
+  timeouts and retries as in production), counted by ``upstream_calls``.
 - ``cachelayer_server``: a factory starting the real application and HTTP server with a given
   config on a free loopback port; returns a ``RunningCachelayer`` with ``url`` and ``get()``.
 """
@@ -42,7 +42,8 @@ class UpstreamCalls:
     _lock: threading.Lock = attrs.field(factory=threading.Lock, repr=False)
 
     def record(self, service: str, operation: str) -> None:
-        """Note one call; pass this as ``ClientFactory(on_call=...)``."""
+        """Note one call; pass this as ``ClientFactory(on_call=...)`` or
+        ``JsonClientFactory(on_call=...)``."""
         with self._lock:
             self.calls.append((service, operation))
 
@@ -91,11 +92,17 @@ def upstream_calls() -> UpstreamCalls:
 
 @pytest.fixture()
 def provider_context(aws: str, upstream_calls: UpstreamCalls) -> ProviderContext:
-    """What the core would hand ``configure``: clients built by cachelayer's ``ClientFactory``."""
+    """What the core would hand ``configure``: boto3 clients from cachelayer's ``ClientFactory``
+    and lean JSON-protocol clients from its ``JsonClientFactory``, both counted."""
     from cachelayer.aws import ClientFactory
+    from cachelayer.awsjson import JsonClientFactory
 
     factory = ClientFactory.from_environment(on_call=upstream_calls.record)
-    return ProviderContext(client=factory, default_region=factory.default_region)
+    return ProviderContext(
+        client=factory,
+        default_region=factory.default_region,
+        json_client=JsonClientFactory.from_environment(on_call=upstream_calls.record),
+    )
 
 
 @attrs.frozen

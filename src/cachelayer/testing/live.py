@@ -227,12 +227,14 @@ def live_server(
     port: Optional[int] = 0,
     clock: Optional[Callable[[], float]] = None,
     client_factory: Any = None,
+    json_clients: Any = None,
     **server_args: Any,
 ) -> Iterator[Live]:
     """Start the real application and server against AWS at ``endpoint`` (moto, or a proxy in
     front of it); stop them after. ``config`` is the YAML text, ``extra_env`` is laid over the
     fake AWS environment, ``clock`` replaces the cache's clock, ``client_factory`` the boto3
-    client factory (e.g. one with shorter timeouts), ``server_args`` go to Server."""
+    client factory and ``json_clients`` the lean JSON-protocol one (e.g. one with shorter
+    timeouts), ``server_args`` go to Server."""
     env = dict(aws_environment(endpoint))
     env.update(extra_env or {})
     config_path = tmp_path / "config.yaml"
@@ -240,7 +242,11 @@ def live_server(
         config_path = tmp_path / f"config-{next(_configs)}.yaml"
     config_path.write_text(config)
     app = Application.from_environment(
-        env, config_path=str(config_path), clock=clock, client_factory=client_factory
+        env,
+        config_path=str(config_path),
+        clock=clock,
+        client_factory=client_factory,
+        json_clients=json_clients,
     )
     server = Server(app, port=port, **server_args)
     loop = asyncio.new_event_loop()

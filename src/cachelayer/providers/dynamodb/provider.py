@@ -15,12 +15,12 @@ from cachelayer import (
     CachelayerError,
     ConfigError,
     Item,
+    JsonClient,
     NotFoundError,
     ProviderContext,
     TransientError,
     Value,
 )
-from cachelayer.aws import translate_errors
 from cachelayer.providers._named import client_for, target_of
 from cachelayer.providers.dynamodb.config import (
     DynamoDbConfig,
@@ -209,15 +209,12 @@ class DynamoDbProvider:
         """GetItem (eventually consistent) for one item."""
         target = self._target(item)
         client = self._client(target.region)
-        with translate_errors(
-            NOT_FOUND_CODES,
-            service="dynamodb",
-            operation="GetItem",
+        response = client.call(
+            "GetItem",
+            {"TableName": target.table, "Key": target.wire_key(), "ConsistentRead": False},
+            not_found=NOT_FOUND_CODES,
             what=f"item {item.name!r} of table {target.table!r}",
-        ):
-            response = client.get_item(
-                TableName=target.table, Key=target.wire_key(), ConsistentRead=False
-            )
+        )
         attributes = response.get("Item")
         if attributes is None:
             raise NotFoundError(f"dynamodb: table {target.table!r} has no item {item.name!r}")
@@ -259,17 +256,16 @@ class DynamoDbProvider:
             for round_ in range(UNPROCESSED_ROUNDS):
                 if round_:
                     self.sleep(BACKOFF * 2 ** (round_ - 1))
-                with translate_errors(
-                    NOT_FOUND_CODES,
-                    service="dynamodb",
-                    operation="BatchGetItem",
-                    what=f"{len(pending)} items of table {table!r}",
-                ):
-                    response = client.batch_get_item(
-                        RequestItems={
+                response = client.call(
+                    "BatchGetItem",
+                    {
+                        "RequestItems": {
                             table: {"Keys": list(pending.values()), "ConsistentRead": False}
                         }
-                    )
+                    },
+                    not_found=NOT_FOUND_CODES,
+                    what=f"{len(pending)} items of table {table!r}",
+                )
                 for attributes in response.get("Responses", {}).get(table, []):
                     canonical = _canonical_of(key_attrs, attributes)
                     if canonical is not None and canonical in pending:
@@ -308,5 +304,5 @@ class DynamoDbProvider:
     def _default_region(self) -> Optional[str]:
         return self._context.default_region if self._context else None
 
-    def _client(self, region: Optional[str]) -> Any:
+    def _client(self, region: Optional[str]) -> JsonClient:
         return client_for(self._context, "dynamodb", region, provider="dynamodb")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import attrs
@@ -12,17 +13,19 @@ from cachelayer import (
     BadRequestError,
     CachelayerError,
     Item,
+    JsonClient,
     ProviderContext,
     TransientError,
     UpstreamError,
     Value,
 )
-from cachelayer.aws import classify_code, translate_errors
+from cachelayer.aws import classify_code
 from cachelayer.providers._named import (
     Declarations,
     check_query,
     client_for,
     fetch_or_error,
+    run_batches,
     target_of,
 )
 from cachelayer.providers.secrets.config import SecretsConfig
@@ -56,6 +59,18 @@ class SecretTarget:
         return self.version_id is None and self.version_stage is None
 
 
+def _blob(data: Any) -> bytes:
+    """A JSON-protocol blob (base64 text on the wire) as bytes."""
+    if isinstance(data, str):
+        try:
+            return base64.b64decode(data, validate=True)
+        except ValueError:
+            raise UpstreamError(
+                "secretsmanager returned a SecretBinary that is not base64"
+            ) from None
+    return bytes(data)
+
+
 def _value(fields: Mapping[str, Any]) -> Value:
     # The value is the body: kept once, not again in the metadata.
     metadata = {
@@ -66,7 +81,7 @@ def _value(fields: Mapping[str, Any]) -> Value:
     if fields.get("SecretString") is not None:
         return Value(str(fields["SecretString"]).encode("utf-8"), TEXT, metadata)
     if fields.get("SecretBinary") is not None:
-        return Value(bytes(fields["SecretBinary"]), BINARY, metadata)
+        return Value(_blob(fields["SecretBinary"]), BINARY, metadata)
     raise UpstreamError(
         f"secretsmanager returned neither SecretString nor SecretBinary for {fields.get('Name')!r}"
     )
@@ -127,14 +142,13 @@ class SecretsManagerProvider:
             kwargs["VersionId"] = target.version_id
         if target.version_stage is not None:
             kwargs["VersionStage"] = target.version_stage
-        with translate_errors(
-            NOT_FOUND_CODES,
+        response = client.call(
+            "GetSecretValue",
+            kwargs,
+            not_found=NOT_FOUND_CODES,
             not_found_if=secret_deleted,
-            service="secretsmanager",
-            operation="GetSecretValue",
             what=f"secret {item.name!r}",
-        ):
-            response = client.get_secret_value(**kwargs)
+        )
         return _value(response)
 
     def fetch_many(self, items: Sequence[Item]) -> Dict[Item, Union[Value, CachelayerError]]:
@@ -151,9 +165,12 @@ class SecretsManagerProvider:
                 batches.setdefault(target.region or self._default_region(), []).append(item)
             else:
                 results[item] = self._fetch_or_error(item)
-        for region, batch in batches.items():
-            for start in range(0, len(batch), BATCH_SIZE):
-                results.update(self._batch_get(region, batch[start : start + BATCH_SIZE]))
+        calls = [
+            (region, batch[start : start + BATCH_SIZE])
+            for region, batch in batches.items()
+            for start in range(0, len(batch), BATCH_SIZE)
+        ]
+        results.update(run_batches(lambda call: self._batch_get(*call), calls))
         return results
 
     def _batch_get(
@@ -169,12 +186,7 @@ class SecretsManagerProvider:
                 kwargs: Dict[str, Any] = {"SecretIdList": ids}
                 if token:
                     kwargs["NextToken"] = token
-                with translate_errors(
-                    service="secretsmanager",
-                    operation="BatchGetSecretValue",
-                    what=f"{len(ids)} secrets",
-                ):
-                    response = client.batch_get_secret_value(**kwargs)
+                response = client.call("BatchGetSecretValue", kwargs, what=f"{len(ids)} secrets")
                 values.extend(response.get("SecretValues", []))
                 errors.extend(response.get("Errors", []))
                 token = response.get("NextToken")
@@ -221,7 +233,7 @@ class SecretsManagerProvider:
     def _default_region(self) -> Optional[str]:
         return self._context.default_region if self._context else None
 
-    def _client(self, region: Optional[str]) -> Any:
+    def _client(self, region: Optional[str]) -> JsonClient:
         return client_for(self._context, "secretsmanager", region, provider="secrets")
 
 

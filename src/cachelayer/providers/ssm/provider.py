@@ -12,16 +12,17 @@ from cachelayer import (
     BadRequestError,
     CachelayerError,
     Item,
+    JsonClient,
     NotFoundError,
     ProviderContext,
     Value,
 )
-from cachelayer.aws import translate_errors
 from cachelayer.providers._named import (
     Declarations,
     check_query,
     client_for,
     fetch_or_error,
+    run_batches,
     target_of,
 )
 from cachelayer.providers.ssm.config import ParametersConfig
@@ -118,14 +119,13 @@ class ParameterStoreProvider:
         """GetParameter for one item."""
         target = self._target(item)
         client = self._client(target.region)
-        with translate_errors(
-            NOT_FOUND_CODES,
-            service="ssm",
-            operation="GetParameter",
+        response = client.call(
+            "GetParameter",
+            {"Name": target.selector, "WithDecryption": target.decrypt},
+            not_found=NOT_FOUND_CODES,
             what=f"parameter {item.name!r}",
-        ):
-            response = client.get_parameter(Name=target.selector, WithDecryption=target.decrypt)
-        return _value(response["Parameter"])
+        )
+        return _value(response.get("Parameter") or {})
 
     def fetch_many(self, items: Sequence[Item]) -> Dict[Item, Union[Value, CachelayerError]]:
         """GetParameters by 10, per region and decryption flag; references one by one."""
@@ -140,11 +140,12 @@ class ParameterStoreProvider:
                 continue
             region = target.region or self._default_region()
             batches.setdefault((region, target.decrypt), []).append(item)
+        calls: List[Tuple[Optional[str], bool, Sequence[Item]]] = []
         for (region, decrypt), batch in batches.items():
             for round_ in _rounds(batch):
                 for start in range(0, len(round_), BATCH_SIZE):
-                    chunk = round_[start : start + BATCH_SIZE]
-                    results.update(self._get_parameters(region, decrypt, chunk))
+                    calls.append((region, decrypt, round_[start : start + BATCH_SIZE]))
+        results.update(run_batches(lambda call: self._get_parameters(*call), calls))
         return results
 
     def _get_parameters(
@@ -153,12 +154,14 @@ class ParameterStoreProvider:
         """One GetParameters call for items with distinct names (see ``_rounds``)."""
         try:
             client = self._client(region)
-            with translate_errors(
-                service="ssm", operation="GetParameters", what=f"{len(chunk)} parameters"
-            ):
-                response = client.get_parameters(
-                    Names=[self._target(item).selector for item in chunk], WithDecryption=decrypt
-                )
+            response = client.call(
+                "GetParameters",
+                {
+                    "Names": [self._target(item).selector for item in chunk],
+                    "WithDecryption": decrypt,
+                },
+                what=f"{len(chunk)} parameters",
+            )
         except CachelayerError as exc:
             return {item: exc for item in chunk}
         # Match answers by Name (or ARN) alone: names are unique in the chunk, and the
@@ -192,7 +195,7 @@ class ParameterStoreProvider:
     def _default_region(self) -> Optional[str]:
         return self._context.default_region if self._context else None
 
-    def _client(self, region: Optional[str]) -> Any:
+    def _client(self, region: Optional[str]) -> JsonClient:
         return client_for(self._context, "ssm", region, provider="parameters")
 
 
