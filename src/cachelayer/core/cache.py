@@ -287,6 +287,7 @@ class Cache:
         self.released = 0  # bytes of entries dropped or evicted, ever (for the allocator)
         self._inflight: Dict[Key, asyncio.Future[Lookup]] = {}
         self._background: Set[asyncio.Task[Any]] = set()
+        self._watched: Set[asyncio.Future[Lookup]] = set()  # fetches no reader waits for
         self._stats: Dict[str, RouteStats] = collections.defaultdict(RouteStats)
         self._lock = threading.Lock()  # guards stats touched from worker threads
 
@@ -351,7 +352,12 @@ class Cache:
         try:
             lookup = await asyncio.wait_for(asyncio.shield(future), wait)
         except asyncio.TimeoutError:
-            # The fetch goes on in its worker; its result is kept when it arrives.
+            # The fetch goes on in its worker; its result is kept when it arrives (and
+            # ``drain`` waits for it, as for any background refresh).
+            if future not in self._watched:
+                self._watched.add(future)
+                future.add_done_callback(self._watched.discard)
+                self._spawn(future)
             if stale is not None and stale.value is not None:
                 stale.read_since_refresh = True
                 stats.stale += 1
