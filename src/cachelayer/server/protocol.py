@@ -833,6 +833,8 @@ class HttpConnection(asyncio.Protocol):
         if transport.can_write_eof():
             transport.write_eof()
             asyncio.get_running_loop().call_later(Limits.linger, transport.close)
+            # Done with: a lingering connection holds no slot a newcomer may need.
+            self._server.release(self)
         else:
             transport.close()
 
