@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
-from cachelayer.layer_builder import archive, bytecode, prune, wheels
+from cachelayer.layer_builder import archive, bytecode, prune, runtime_bundle, wheels
 from cachelayer.layer_builder.errors import LayerBuildError
 from cachelayer.layer_builder.installer import Pip, install_args
 from cachelayer.layer_builder.targets import Target
@@ -59,6 +59,8 @@ class BuildRequest:
     prune_models: bool = True
     # None: compile when an interpreter of the target's version is on this machine.
     compile_bytecode: Optional[bool] = None
+    # Where downloaded Debian packages are kept (standalone layers); None: the user's cache.
+    deb_cache: Optional[Path] = None
 
 
 @attrs.frozen
@@ -129,6 +131,15 @@ def load_launcher() -> str:
         ) from None
 
 
+def _tool_version(name: str) -> str:
+    """``patchelf 0.14.3``: the version a build tool reports, recorded with the build."""
+    try:
+        done = subprocess.run([name, "--version"], capture_output=True, text=True, timeout=30)
+    except OSError:
+        return "unknown"
+    return (done.stdout.strip() or done.stderr.strip()).splitlines()[0] if done.returncode == 0 else "unknown"
+
+
 @attrs.define
 class LayerBuilder:
     """Builds layers. ``progress`` receives one human line per step (the CLI prints them)."""
@@ -136,6 +147,7 @@ class LayerBuilder:
     _progress: Callable[[str], None] = lambda line: None
     _python: str = sys.executable
     _environ: Optional[Mapping[str, str]] = None
+    _bundle_debs: Tuple[runtime_bundle.Deb, ...] = ()
 
     def build(self, request: BuildRequest) -> BuildResult:
         """Build the layer ``request`` describes; raise ``LayerBuildError`` on any failure."""
@@ -170,6 +182,9 @@ class LayerBuilder:
             pip.run(args, what="installing the layer's packages", cwd=cwd, target=request.target)
             self._check_entry_points(self._installed(site, with_names))
             self._write_launcher(stage)
+            bundle = None
+            if request.target.standalone:
+                bundle = self._bundle(request, site, work)
             before = self._measure(stage, work / "before.zip")
             self._progress(
                 f"      before pruning: {archive.human_size(before.zipped)} zipped, "
@@ -200,8 +215,14 @@ class LayerBuilder:
                 f"      kept {len(report.services_kept)} service models, removed "
                 f"{report.services_removed} models and {report.files_removed} other files"
             )
-            self._compile(request, stage, site)
+            interpreter: Optional[Dict[str, Any]] = None
+            if bundle is not None:
+                interpreter = self._finish_bundle(request, bundle, stage)
+            else:
+                self._compile(request, stage, site)
             meta = self._metadata(request, site, found, services)
+            if interpreter is not None:
+                meta["interpreter"] = interpreter
             (site / METADATA_FILE).write_text(
                 json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8"
             )
@@ -227,6 +248,62 @@ class LayerBuilder:
         )
 
     # -- steps ---------------------------------------------------------------------------
+
+    def _bundle(
+        self, request: BuildRequest, site: Path, work: Path
+    ) -> runtime_bundle.RuntimeBundle:
+        """Fetch and lay out the bundled CPython and C library (standalone layers)."""
+        arch = request.target.arch
+        self._progress(
+            f"      bundling CPython {request.target.python_version} and glibc for {arch} "
+            "from Debian 12 packages"
+        )
+        cache = request.deb_cache or runtime_bundle.default_cache_dir(self._environ)
+        debs = runtime_bundle.fetch_debs(arch, cache, self._progress, self._environ)
+        self._bundle_debs = tuple(debs)
+        bundle = runtime_bundle.RuntimeBundle(arch, site, self._progress, self._environ)
+        bundle.assemble(debs, work)
+        return bundle
+
+    def _finish_bundle(
+        self, request: BuildRequest, bundle: runtime_bundle.RuntimeBundle, stage: Path
+    ) -> Dict[str, Any]:
+        """Prune the bundled stdlib to what the layer imports, compile, check every ELF file."""
+        how = "" if bundle.command()[0].endswith(runtime_bundle.LOADER[bundle.arch]) else (
+            f" (under {Path(bundle.command()[0]).name})"
+        )
+        self._progress(f"      running the bundled interpreter{how} to record what the layer imports")
+        found = bundle.record_imports()
+        before, after, kept = bundle.prune_stdlib(found["stdlib"])
+        bundle.prune_libraries()
+        self._progress(
+            f"      standard library: {archive.human_size(before)} -> {archive.human_size(after)} "
+            f"({len(kept)} top-level modules kept)"
+        )
+        if request.compile_bytecode is False:
+            self._progress("      bytecode: not compiled (--no-compile)")
+        else:
+            self._progress(f"      bytecode: compiling with the bundled CPython {found['version']}")
+            bundle.compile_stdlib()
+            bundle.compile_packages()
+        from cachelayer.layer_builder.targets import ELF_MACHINES
+
+        count = runtime_bundle.check_elf_files(stage, ELF_MACHINES[bundle.arch])
+        libraries = sorted(p.name for p in bundle.lib.iterdir() if p.is_file())
+        self._progress(
+            f"      {count} ELF files, all {bundle.arch}, loader inside the layer; "
+            f"libraries: {', '.join(libraries)}"
+        )
+        report = runtime_bundle.BundleReport(
+            version=found["version"],
+            debs=self._bundle_debs,
+            stdlib_before=before,
+            stdlib_after=after,
+            modules_kept=tuple(kept),
+            libraries=tuple(libraries),
+            tools={"patchelf": _tool_version("patchelf"), "openssl": found["openssl"]},
+        )
+        return report.metadata(bundle.arch)
 
     def _compile(self, request: BuildRequest, stage: Path, site: Path) -> None:
         if request.compile_bytecode is False:
@@ -403,7 +480,7 @@ class LayerBuilder:
             "runtime": request.target.runtime,
             "python_version": request.target.python_version,
             "architecture": request.target.arch,
-            "compatible_runtimes": [request.target.runtime],
+            "compatible_runtimes": request.target.compatible_runtimes,
             "compatible_architectures": [request.target.arch],
             "providers": list(found["providers"]),
             "services": list(services),
