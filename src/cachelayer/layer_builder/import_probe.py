@@ -59,15 +59,8 @@ def _exercise_providers() -> None:
         session.client(service, endpoint_url="https://127.0.0.1:9")
 
 
-def main(site: str) -> Dict[str, Any]:
-    """Import the layer's packages; describe the stdlib modules that came with them."""
-    sys.path.insert(0, site)
-    failed = _import_everything(site)
-    _exercise_providers()
-    import importlib.util
-    import ssl
-
-    stdlib_root = os.path.dirname(os.__file__)
+def _stdlib_used(stdlib_root: str) -> Set[str]:
+    """Top-level stdlib names (modules, packages, extension modules) now in ``sys.modules``."""
     used: Set[str] = set()
     for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
@@ -78,6 +71,47 @@ def main(site: str) -> Dict[str, Any]:
             used.add(rel[1].split(".", 1)[0])  # _ssl.cpython-311-x86_64-linux-gnu.so
         else:
             used.add(rel[0][:-3] if rel[0].endswith(".py") else rel[0])
+    return used
+
+
+def _import_package_contents(stdlib_root: str, names: Set[str], done: Set[str]) -> None:
+    """Import every submodule of the stdlib packages in ``names``: a package is kept whole,
+    so what any of its modules imports must be kept too (``encodings.idna`` needs
+    ``stringprep``, looked up only when a host name is encoded)."""
+    import importlib
+
+    for name in sorted(names - done):
+        done.add(name)
+        path = os.path.join(stdlib_root, name)
+        if not os.path.isfile(os.path.join(path, "__init__.py")):
+            continue
+        for info in pkgutil.walk_packages([path], name + ".", onerror=lambda _name: None):
+            if info.name.endswith(_SKIP_SUFFIXES):
+                continue
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    importlib.import_module(info.name)
+            except BaseException:  # noqa: BLE001 - e.g. a module needing an unbundled library
+                pass
+
+
+def main(site: str) -> Dict[str, Any]:
+    """Import the layer's packages; describe the stdlib modules that came with them."""
+    sys.path.insert(0, site)
+    failed = _import_everything(site)
+    _exercise_providers()
+    import importlib.util
+    import ssl
+
+    import encodings
+
+    del encodings  # always kept whole: codecs are looked up by name at run time
+    stdlib_root = os.path.dirname(os.__file__)
+    done: Set[str] = set()
+    used = _stdlib_used(stdlib_root)
+    while used - done:
+        _import_package_contents(stdlib_root, used, done)
+        used = _stdlib_used(stdlib_root)
     return {
         "version": "%d.%d.%d" % sys.version_info[:3],
         "magic": importlib.util.MAGIC_NUMBER.hex(),
