@@ -45,6 +45,10 @@ HOSTILE_LD_LIBRARY_PATH = (
 )
 ITEM_NAME = "DynamoDbTable-pKey1-sKey1"
 
+# Each layer build runs the bundled interpreter (under qemu for arm64) and the first Node.js test
+# builds aws-lambda-ric: far past the suite's default per-test timeout on a loaded machine.
+pytestmark = pytest.mark.timeout(900)
+
 NO_ROOT = empty_root.unavailable_reason()
 needs_root = pytest.mark.skipif(NO_ROOT is not None, reason=f"empty root: {NO_ROOT}")
 needs_debian = pytest.mark.skipif(
@@ -65,6 +69,7 @@ def _build(argv: List[str]) -> Dict[str, Any]:
 
 
 def _standalone(tmp: Path, arch: str) -> Dict[str, Any]:
+    """Build a ``--runtime any`` layer for ``arch``; its zip, layer.json and output."""
     out = tmp / f"layer-{arch}.zip"
     result = _build(["--runtime", "any", "--arch", arch, "-o", str(out)])
     assert result["code"] == 0, result["err"][-3000:]
@@ -204,18 +209,18 @@ def _root_with_layer(tmp: Path, layer: Path) -> Path:
     return root
 
 
+# What a function's configuration may set that must not reach the extension's interpreter.
+HOSTILE = {
+    "LD_LIBRARY_PATH": HOSTILE_LD_LIBRARY_PATH,
+    "LD_PRELOAD": "/badlib/libssl.so.3",
+    "PYTHONPATH": "/badlib",
+    "PYTHONHOME": "/badlib",
+}
+
+
 def _extension_env(aws: str, port: int) -> Dict[str, str]:
     env = dict(aws_environment(aws))
-    env.update(
-        {
-            "CACHE_EXTENSION_INIT_STARTUP": "true",
-            "CACHE_EXTENSION_PORT": str(port),
-            "LD_LIBRARY_PATH": HOSTILE_LD_LIBRARY_PATH,
-            "LD_PRELOAD": "/badlib/libssl.so.3",
-            "PYTHONPATH": "/badlib",
-            "PYTHONHOME": "/badlib",
-        }
-    )
+    env.update({"CACHE_EXTENSION_INIT_STARTUP": "true", "CACHE_EXTENSION_PORT": str(port)})
     return env
 
 
@@ -258,8 +263,12 @@ class TestInEmptyRoot:
         seed_sample(aws)
         port = free_port()
         extensions = tmp_path / "extensions"
+        # The hostile variables go to the extension only: the handler here is the host's Python.
         empty_root.write_wrapper(
-            extensions, "cachelayer", empty_root.enter(root, ["/opt/extensions/cachelayer"])
+            extensions,
+            "cachelayer",
+            empty_root.enter(root, ["/opt/extensions/cachelayer"]),
+            env=HOSTILE,
         )
         with LocalLambda(
             extensions_dir=extensions,
@@ -338,9 +347,7 @@ class TestArm64UnderQemu:
         launcher = (root / "opt" / "extensions" / "cachelayer").read_text()
         snippet = launcher.split("-c '", 1)[1].split("'", 1)[0]
         env = _extension_env(aws, port)
-        # What the launcher does before exec'ing the interpreter.
-        for key in ("LD_LIBRARY_PATH", "LD_PRELOAD", "PYTHONPATH", "PYTHONHOME"):
-            env.pop(key)
+        # What the launcher does before exec'ing the interpreter: no LD_*, no PYTHON*, the CAs.
         env["SSL_CERT_FILE"] = "/opt/cachelayer/python-runtime/ssl/cert.pem"
         argv = [
             "/bin/qemu-aarch64-static",
@@ -395,6 +402,7 @@ def _aws_lambda_ric() -> Path:
 @needs_root
 @pytest.mark.slow
 class TestNodeFunction:
+    # npm builds aws-lambda-ric's native part (curl, aws-lambda-cpp) on first use: minutes.
     @pytest.fixture()
     def node_root(self, x86_layer: Dict[str, Any], tmp_path: Path) -> Iterator[Path]:
         """An empty root with the layer, Node.js, AWS's runtime client and the sample function:
@@ -424,7 +432,10 @@ class TestNodeFunction:
         node = "/" + str(Path(shutil.which("node") or "node").resolve().relative_to("/"))
         extensions = tmp_path / "extensions"
         empty_root.write_wrapper(
-            extensions, "cachelayer", empty_root.enter(node_root, ["/opt/extensions/cachelayer"])
+            extensions,
+            "cachelayer",
+            empty_root.enter(node_root, ["/opt/extensions/cachelayer"]),
+            env=HOSTILE,
         )
         runtime = empty_root.enter(
             node_root,

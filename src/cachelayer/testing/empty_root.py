@@ -14,7 +14,7 @@ import stat
 import subprocess
 import zipfile
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 from cachelayer.layer_builder.runtime_bundle import elf_interpreter
 
@@ -108,10 +108,10 @@ def enter(root: Path, argv: Sequence[str], cwd: str = "/") -> List[str]:
     """argv that runs ``argv`` inside ``root`` (private mount namespace, /proc mounted), in
     ``cwd``. The last step is an ``exec``, so signals reach the program itself."""
     return [
-        "unshare",
+        shutil.which("unshare") or "unshare",
         "-m",
         f"--mount-proc={root / 'proc'}",
-        "chroot",
+        shutil.which("chroot") or "chroot",
         str(root),
         "/bin/sh",
         "-c",
@@ -121,11 +121,15 @@ def enter(root: Path, argv: Sequence[str], cwd: str = "/") -> List[str]:
     ]
 
 
-def write_wrapper(directory: Path, name: str, argv: Sequence[str]) -> Path:
-    """An executable ``directory/name`` that execs ``argv`` (a host-side extension entry that
-    the emulator starts; the program it names runs inside a root)."""
+def write_wrapper(
+    directory: Path, name: str, argv: Sequence[str], env: Optional[Mapping[str, str]] = None
+) -> Path:
+    """An executable ``directory/name`` that execs ``argv`` with ``env`` added (a host-side
+    extension entry that the emulator starts; the program it names runs inside a root)."""
     directory.mkdir(parents=True, exist_ok=True)
-    quoted = " ".join("'" + a.replace("'", "'\"'\"'") + "'" for a in argv)
+    assigned = [f"{k}={v}" for k, v in sorted((env or {}).items())]
+    words = ["env", *assigned, *argv] if assigned else list(argv)
+    quoted = " ".join("'" + a.replace("'", "'\"'\"'") + "'" for a in words)
     path = directory / name
     path.write_text(f"#!/bin/sh\nexec {quoted}\n")
     path.chmod(0o755)
