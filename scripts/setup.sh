@@ -6,6 +6,7 @@ PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
+bash scripts/ci/install-standalone.sh
 .venv/bin/python -m pip install --quiet --upgrade pip
 extras=""
 for pkg in contrib/cachelayer-s3 contrib/cachelayer-appconfig; do

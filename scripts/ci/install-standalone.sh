@@ -8,7 +8,13 @@ set -euo pipefail
     exit 0
 }
 SUDO=""
-[ "$(id -u)" = 0 ] || SUDO="sudo"
+if [ "$(id -u)" != 0 ]; then
+    if ! sudo -n true 2>/dev/null; then
+        echo "install-standalone: not root and no sudo; skipping (standalone-layer tests will skip)" >&2
+        exit 0
+    fi
+    SUDO="sudo"
+fi
 apt_opts=(-y -q -o DPkg::Lock::Timeout=900)
 need=()
 for pair in patchelf:patchelf qemu-aarch64-static:qemu-user-static busybox:busybox-static \
