@@ -123,7 +123,7 @@ class TestTargets:
 
     def test_unknown_runtime_lists_standalone_choices(self) -> None:
         """An unknown runtime is refused naming both kinds of layer."""
-        with pytest.raises(LayerBuildError, match="nodejs22.x.*any"):
+        with pytest.raises(LayerBuildError, match=r"nodejs22\.x.*any"):
             Target.parse("cobol1.0", "x86_64")
 
     def test_missing_arch_package_lists_is_explained(self, tmp_path: Path) -> None:
@@ -158,9 +158,10 @@ class TestStandaloneBuild:
         assert {"python3.11-minimal", "libc6", "libssl3", "ca-certificates"} <= names
         assert all(len(p["sha256"]) == 64 and p["version"] for p in interp["packages"])
         assert interp["stdlib_bytes_after_pruning"] < interp["stdlib_bytes_before_pruning"]
-        assert "ssl" in interp["stdlib_modules_kept"] and "tkinter" not in interp[
-            "stdlib_modules_kept"
-        ]
+        assert (
+            "ssl" in interp["stdlib_modules_kept"]
+            and "tkinter" not in interp["stdlib_modules_kept"]
+        )
         assert x86_layer["meta"]["compatible_runtimes"][0] == "nodejs22.x"
         assert "standard library:" in x86_layer["err"] and "sha256:" in x86_layer["out"]
 
@@ -464,4 +465,3 @@ class TestNodeFunction:
             assert "Executing 'index.handler'" in fn.log("runtime")  # aws-lambda-ric's banner
             shutdown = fn.shutdown()
         assert shutdown.exit_codes["cachelayer"] == 0, fn.log("cachelayer")
-

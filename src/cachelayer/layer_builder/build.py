@@ -137,7 +137,11 @@ def _tool_version(name: str) -> str:
         done = subprocess.run([name, "--version"], capture_output=True, text=True, timeout=30)
     except OSError:
         return "unknown"
-    return (done.stdout.strip() or done.stderr.strip()).splitlines()[0] if done.returncode == 0 else "unknown"
+    return (
+        (done.stdout.strip() or done.stderr.strip()).splitlines()[0]
+        if done.returncode == 0
+        else "unknown"
+    )
 
 
 @attrs.define
@@ -269,10 +273,14 @@ class LayerBuilder:
         self, request: BuildRequest, bundle: runtime_bundle.RuntimeBundle, stage: Path
     ) -> Dict[str, Any]:
         """Prune the bundled stdlib to what the layer imports, compile, check every ELF file."""
-        how = "" if bundle.command()[0].endswith(runtime_bundle.LOADER[bundle.arch]) else (
-            f" (under {Path(bundle.command()[0]).name})"
+        how = (
+            ""
+            if bundle.command()[0].endswith(runtime_bundle.LOADER[bundle.arch])
+            else (f" (under {Path(bundle.command()[0]).name})")
         )
-        self._progress(f"      running the bundled interpreter{how} to record what the layer imports")
+        self._progress(
+            f"      running the bundled interpreter{how} to record what the layer imports"
+        )
         found = bundle.record_imports()
         before, after, kept = bundle.prune_stdlib(found["stdlib"])
         bundle.prune_libraries()

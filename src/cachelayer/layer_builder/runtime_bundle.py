@@ -260,8 +260,9 @@ def elf_machine(path: Path) -> Optional[int]:
         return None
     if len(head) < 20 or head[:4] != _ELF_MAGIC:
         return None
-    order = "little" if head[5] == 1 else "big"
-    return int.from_bytes(head[18:20], order)
+    if head[5] == 1:  # EI_DATA: little-endian
+        return int.from_bytes(head[18:20], "little")
+    return int.from_bytes(head[18:20], "big")
 
 
 def elf_interpreter(path: Path) -> Optional[str]:
@@ -395,7 +396,9 @@ class RuntimeBundle:
         for soname in _needed(patchelf, path):
             if soname not in seen:
                 seen[soname] = False  # a cycle resolves to what the rest of it says
-                found = next((d / soname for d in self._library_dirs if (d / soname).exists()), None)
+                found = next(
+                    (d / soname for d in self._library_dirs if (d / soname).exists()), None
+                )
                 seen[soname] = found is not None and self._resolvable(patchelf, found, seen)
             if not seen[soname]:
                 return False
@@ -484,8 +487,15 @@ class RuntimeBundle:
         """PT_INTERP of the interpreter to the bundled loader; DT_RPATH on every object."""
         interp = f"{self.opt_lib}/{LOADER[self.arch]}"
         _run(
-            [patchelf, "--set-interpreter", interp, "--force-rpath", "--set-rpath", self.opt_lib]
-            + [str(self.python)],
+            [
+                patchelf,
+                "--set-interpreter",
+                interp,
+                "--force-rpath",
+                "--set-rpath",
+                self.opt_lib,
+                str(self.python),
+            ],
             what="patching the interpreter",
         )
         for path in [*sorted(self.lib.iterdir()), *self._elf_roots()[1:]]:
@@ -503,8 +513,13 @@ class RuntimeBundle:
             old = _run([patchelf, "--print-rpath", str(path)], what=f"reading {path.name}")
             entries = [e for e in old.stdout.strip().split(":") if e and e != self.opt_lib]
             _run(
-                [patchelf, "--force-rpath", "--set-rpath", ":".join([*entries, self.opt_lib])]
-                + [str(path)],
+                [
+                    patchelf,
+                    "--force-rpath",
+                    "--set-rpath",
+                    ":".join([*entries, self.opt_lib]),
+                    str(path),
+                ],
                 what=f"patching {path.relative_to(self.site)}",
             )
 
@@ -579,7 +594,9 @@ class RuntimeBundle:
                 cwd=str(self.site.parent),
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise LayerBuildError(f"{what}: running the bundled interpreter failed: {exc}") from None
+            raise LayerBuildError(
+                f"{what}: running the bundled interpreter failed: {exc}"
+            ) from None
         if done.returncode not in ok:
             tail = (done.stderr.strip() or done.stdout.strip())[-2000:]
             raise LayerBuildError(

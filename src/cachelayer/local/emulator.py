@@ -467,8 +467,7 @@ class LocalLambda:
             self._spawn(
                 "runtime",
                 "runtime",
-                self.runtime_command
-                or [self.runtime_python, "-m", "awslambdaric", self.handler],
+                self.runtime_command or [self.runtime_python, "-m", "awslambdaric", self.handler],
                 self.function_environment(),
                 self.handler_dir,
             )

@@ -38,7 +38,9 @@ def unavailable_reason() -> Optional[str]:
         if shutil.which(tool) is None:
             return f"{tool} not found (util-linux / coreutils)"
     if static_busybox() is None:
-        return "no static busybox (apt-get install busybox-static; scripts/ci/install-standalone.sh)"
+        return (
+            "no static busybox (apt-get install busybox-static; scripts/ci/install-standalone.sh)"
+        )
     probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         return f"cannot create a mount namespace here: {probe.stderr.strip()}"
