@@ -15,6 +15,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -58,6 +59,8 @@ def ready_and_rss(
     readies: List[float] = []
     rsses: List[float] = []
     with moto_server() as endpoint:
+        # moto's state is per process, not per server: start from nothing.
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
         seed_sample(endpoint)
         for i in range(rounds):
             env = aws_environment(endpoint)

@@ -8,11 +8,14 @@ import io
 import json
 import os
 import shutil
+import socket
+import ssl
 import subprocess
+import threading
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -225,9 +228,13 @@ def _extension_env(aws: str, port: int) -> Dict[str, str]:
     return env
 
 
-def _assert_serves_the_sample(fn: LocalLambda, aws: str, port: int) -> None:
+def _assert_serves_the_sample(
+    fn: LocalLambda, aws: str, port: int, after_init: Optional[Callable[[], None]] = None
+) -> None:
     report = fn.start()
     assert report.ok, (report, fn.log("cachelayer"))
+    if after_init is not None:
+        after_init()
     assert "cachelayer" in report.extensions
     # Prefetched at init: AWS forgetting everything changes nothing.
     urllib.request.urlopen(urllib.request.Request(f"{aws}/moto-api/reset", method="POST")).read()
@@ -257,8 +264,8 @@ class TestInEmptyRoot:
         self, x86_layer: Dict[str, Any], aws: str, tmp_path: Path
     ) -> None:
         """In a root with only busybox sh, the layer registers, prefetches, serves /parameters,
-        /secrets and /dynamodb, and exits 0 inside SHUTDOWN's deadline, whatever LD_* and
-        PYTHON* the function sets."""
+        /secrets and /dynamodb, and exits 0 inside SHUTDOWN's deadline; the function's LD_* and
+        PYTHON* never reach its interpreter, which maps only the bundled libraries."""
         root = _root_with_layer(tmp_path, x86_layer["zip"])
         assert not [p for p in root.rglob("python*") if "opt" not in p.relative_to(root).parts]
         seed_sample(aws)
@@ -271,14 +278,34 @@ class TestInEmptyRoot:
             empty_root.enter(root, ["/opt/extensions/cachelayer"]),
             env=HOSTILE,
         )
+        pids: Dict[str, int] = {}
+
+        def clean_process() -> None:
+            # The launcher exec'd its way to the interpreter: same pid, its environment and
+            # its mapped libraries are the extension's own.
+            pid = pids["cachelayer"]
+            environ = dict(
+                kv.split("=", 1)
+                for kv in Path(f"/proc/{pid}/environ").read_text().split("\0")
+                if "=" in kv
+            )
+            assert not set(HOSTILE) & set(environ), environ
+            assert environ["SSL_CERT_FILE"] == "/opt/cachelayer/python-runtime/ssl/cert.pem"
+            maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+            libs = {line.split()[-1] for line in maps if ".so" in line}
+            # Seen from outside the root, its paths carry the root's own prefix.
+            inside = str(root / "opt" / "cachelayer") + "/"
+            assert libs and all(lib.startswith(inside) for lib in libs), libs
+
         with LocalLambda(
             extensions_dir=extensions,
             handler="app.handler",
             handler_dir=HANDLERS,
             env=_extension_env(aws, port),
             log_dir=tmp_path / "logs",
+            on_spawn=pids.__setitem__,
         ) as fn:
-            _assert_serves_the_sample(fn, aws, port)
+            _assert_serves_the_sample(fn, aws, port, after_init=clean_process)
 
     def test_bundled_libraries_win_over_ld_library_path(
         self, x86_layer: Dict[str, Any], tmp_path: Path
@@ -314,6 +341,110 @@ class TestInEmptyRoot:
         first, *libs = done.stdout.splitlines()
         assert int(first.split()[0]) > 100 and "OpenSSL 3" in first
         assert libs and all(lib.startswith("/opt/cachelayer/") for lib in libs), libs
+
+    def test_tls_verifies_with_the_ca_file_the_launcher_names(
+        self, x86_layer: Dict[str, Any], tmp_path: Path
+    ) -> None:
+        """With no CA store in the image (as on Amazon Linux, for Debian's OpenSSL), the bundled
+        interpreter's default TLS context trusts exactly the file SSL_CERT_FILE names: a
+        loopback server signed by a test CA verifies, and the bundled file holds Amazon's
+        roots, which AWS endpoints chain to."""
+        root = _root_with_layer(tmp_path, x86_layer["zip"])
+        ca_pem, server_ctx = _test_ca_and_server(tmp_path)
+        (root / "tmp" / "ca.pem").write_bytes(ca_pem)
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            port = listener.getsockname()[1]
+
+            def serve() -> None:
+                conn, _ = listener.accept()
+                with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.sendall(b"hello over tls")
+
+            server = threading.Thread(target=serve, daemon=True)
+            server.start()
+            script = (
+                "import socket, ssl, sys;"
+                "ctx = ssl.create_default_context();"
+                "s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', int(sys.argv[1]))),"
+                " server_hostname='localhost');"
+                "print(s.recv(100).decode());"
+                "bundled = ssl.create_default_context(cafile=sys.argv[2]);"
+                "print('|'.join(dict(x[0] for x in c['subject']).get('commonName', '')"
+                " for c in bundled.get_ca_certs()))"
+            )
+            done = subprocess.run(
+                empty_root.enter(
+                    root,
+                    [
+                        "/opt/cachelayer/python-runtime/bin/python3.11",
+                        "-I",
+                        "-S",
+                        "-c",
+                        script,
+                        str(port),
+                        "/opt/cachelayer/python-runtime/ssl/cert.pem",
+                    ],
+                ),
+                capture_output=True,
+                text=True,
+                env={"SSL_CERT_FILE": "/tmp/ca.pem", "PATH": "/bin"},
+                timeout=60,
+            )
+            server.join(10)
+        assert done.returncode == 0, done.stderr
+        greeting, names = done.stdout.splitlines()
+        assert greeting == "hello over tls"
+        assert {"Amazon Root CA 1", "Starfield Services Root Certificate Authority - G2"} <= set(
+            names.split("|")
+        )
+
+
+def _test_ca_and_server(tmp: Path) -> Tuple[bytes, ssl.SSLContext]:
+    """A throwaway CA (PEM) and a server context with a localhost certificate it signed."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cachelayer test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (tmp / "server.pem").write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp / "server.pem")
+    return ca.public_bytes(serialization.Encoding.PEM), ctx
 
 
 @needs_debian
