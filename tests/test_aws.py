@@ -14,6 +14,7 @@ from botocore import exceptions as bce
 from cachelayer import (
     BadRequestError,
     NotFoundError,
+    ThrottlingError,
     TransientError,
     UpstreamError,
     UpstreamTimeoutError,
@@ -49,8 +50,9 @@ class TestClassify:
 
     @pytest.mark.parametrize("code", sorted(THROTTLING_CODES))
     def test_throttling_codes_are_transient(self, code: str) -> None:
-        """Every throttling code is a TransientError."""
-        assert type(classify(client_error(code))) is TransientError
+        """Every throttling code is a ThrottlingError, a TransientError counted as a throttle."""
+        error = classify(client_error(code))
+        assert type(error) is ThrottlingError and isinstance(error, TransientError)
 
     @pytest.mark.parametrize(
         ("code", "status"),

@@ -75,9 +75,10 @@ class TestTemplate:
         assert res["PythonFunction"]["Properties"]["Runtime"] == "python3.12"
         assert res["SampleItem"]["Properties"]["ServiceToken"] == {"GetAtt": "SeedFunction.Arn"}
 
-    def test_arm64_by_default_and_extension_env(self, template: Dict[str, Any]) -> None:
-        """Functions default to arm64 and fetch at init (CACHE_EXTENSION_INIT_STARTUP=true)."""
-        assert template["Parameters"]["Architecture"]["Default"] == "arm64"
+    def test_x86_64_by_default_and_extension_env(self, template: Dict[str, Any]) -> None:
+        """Functions default to x86_64, as the layer builder does, and fetch at init
+        (CACHE_EXTENSION_INIT_STARTUP=true)."""
+        assert template["Parameters"]["Architecture"]["Default"] == "x86_64"
         glob = template["Globals"]["Function"]
         assert glob["Architectures"] == [{"Ref": "Architecture"}]
         assert glob["Environment"]["Variables"]["CACHE_EXTENSION_INIT_STARTUP"] == "true"

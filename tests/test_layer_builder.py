@@ -306,7 +306,7 @@ class TestBuiltLayer:
             for ep in d.entry_points
             if ep.group == "cachelayer"
         }
-        assert {"ssm", "secrets", "dynamodb", "identity"} <= eps
+        assert {"parameters", "secrets", "dynamodb", "identity"} <= eps
 
     def test_models_pruned_to_the_providers_services(self, host_layer: Dict[str, Any]) -> None:
         """botocore keeps only the models of ssm, secretsmanager, dynamodb and the plugin's sts."""

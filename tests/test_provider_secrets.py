@@ -15,6 +15,7 @@ from cachelayer import (
     Duration,
     NotFoundError,
     SupportsFetchMany,
+    ThrottlingError,
     TransientError,
     UpstreamError,
     Value,
@@ -224,7 +225,7 @@ class TestErrors:
     @pytest.mark.parametrize(
         ("fault", "error"),
         [
-            (Fault.throttle(), TransientError),
+            (Fault.throttle(), ThrottlingError),
             (Fault.server_error(), TransientError),
             (Fault.aws_error("AccessDeniedException"), UpstreamError),
             (Fault.aws_error("DecryptionFailure"), UpstreamError),

@@ -15,6 +15,7 @@ from cachelayer import (
     Item,
     NotFoundError,
     SupportsFetchMany,
+    ThrottlingError,
     TransientError,
     UpstreamError,
     UpstreamTimeoutError,
@@ -296,7 +297,7 @@ class TestErrors:
     @pytest.mark.parametrize(
         ("fault", "error", "exact"),
         [
-            (Fault.throttle(), TransientError, True),
+            (Fault.throttle(), ThrottlingError, True),
             (Fault.server_error(503, "ServiceUnavailable"), TransientError, True),
             (Fault.reset(), TransientError, True),
             (

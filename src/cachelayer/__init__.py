@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         ConfigError,
         NotFoundError,
         PluginError,
+        ThrottlingError,
         TransientError,
         UpstreamError,
         UpstreamTimeoutError,
@@ -48,6 +49,7 @@ _LAZY: Dict[str, Tuple[str, str]] = {
             "ConfigError",
             "NotFoundError",
             "PluginError",
+            "ThrottlingError",
             "TransientError",
             "UpstreamError",
             "UpstreamTimeoutError",
@@ -87,7 +89,8 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list:
-    return sorted(set(globals()) | set(__all__))
+    # The public API only: not the typing helpers and loader machinery of this module.
+    return sorted(__all__)
 
 
 __all__ = [
@@ -105,6 +108,7 @@ __all__ = [
     "ProviderContext",
     "SupportsFetchMany",
     "SupportsRefresh",
+    "ThrottlingError",
     "TransientError",
     "UpstreamError",
     "UpstreamTimeoutError",

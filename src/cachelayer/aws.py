@@ -18,6 +18,7 @@ from cachelayer.errors import (
     BadRequestError,
     CachelayerError,
     NotFoundError,
+    ThrottlingError,
     TransientError,
     UpstreamError,
     UpstreamTimeoutError,
@@ -113,7 +114,7 @@ def classify_code(
             f"{where}: not found ({code}" + (f": {_short(message)})" if message else ")")
         )
     if code in THROTTLING_CODES:
-        return TransientError(f"{text} (throttled; will retry)")
+        return ThrottlingError(f"{text} (throttled; will retry)")
     if code in TRANSIENT_CODES or (status is not None and status >= 500):
         return TransientError(text)
     return UpstreamError(text)

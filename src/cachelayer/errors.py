@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import ClassVar, Optional, Tuple
 
 __all__ = [
     "BadRequestError",
@@ -11,6 +11,7 @@ __all__ = [
     "NotFoundError",
     "PluginError",
     "RouteNotFoundError",
+    "ThrottlingError",
     "TransientError",
     "UpstreamError",
     "UpstreamTimeoutError",
@@ -49,6 +50,8 @@ class ConfigError(CachelayerError):
         self.source = source
         self.line = line
         self.key = key
+        # Further errors found in the same file after this one (``check-config`` lists them).
+        self.more: Tuple[ConfigError, ...] = ()
         where = ""
         if source:
             where = f"{source}:{line}: " if line else f"{source}: "
@@ -88,6 +91,13 @@ class TransientError(UpstreamError):
     """
 
     code: ClassVar[str] = "UpstreamUnavailable"
+
+
+class ThrottlingError(TransientError):
+    """The upstream throttled the call (ThrottlingException, TooManyRequests, SlowDown...).
+
+    Transient like any other; told apart so the cache can count throttles for the metrics.
+    """
 
 
 class UpstreamTimeoutError(TransientError):

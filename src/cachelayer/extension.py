@@ -32,14 +32,15 @@ DEFAULT_NAME = "cachelayer"
 SHUTDOWN_MARGIN_S = 0.3
 
 
-def extension_name(argv: Sequence[str]) -> str:
-    """``--name NAME`` (or ``--name=NAME``) from the launcher, else ``cachelayer``."""
+def extension_name(argv: Sequence[str], environ: Optional[Mapping[str, str]] = None) -> str:
+    """``--name NAME`` (or ``--name=NAME``) from the launcher, else ``$CACHE_EXTENSION_NAME``
+    (for a launcher of one's own that passes no ``--name``), else ``cachelayer``."""
     for i, arg in enumerate(argv):
         if arg == "--name" and i + 1 < len(argv):
             return argv[i + 1]
         if arg.startswith("--name="):
             return arg.split("=", 1)[1]
-    return DEFAULT_NAME
+    return (environ or {}).get("CACHE_EXTENSION_NAME") or DEFAULT_NAME
 
 
 def _init_failed(client: ExtensionsClient, error_type: str, message: str) -> int:
@@ -227,7 +228,7 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
     argv = sys.argv[1:] if argv is None else argv
     environ = os.environ if environ is None else environ
     setup_logging(environ.get("CACHE_EXTENSION_LOG_LEVEL", "INFO"))
-    name = extension_name(argv)
+    name = extension_name(argv, environ)
     try:
         client = ExtensionsClient.from_environment(environ)
         client.register(name, ("INVOKE", "SHUTDOWN"))

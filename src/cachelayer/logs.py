@@ -8,19 +8,20 @@ import sys
 
 FORMAT = "[cachelayer] %(levelname)s %(name)s: %(message)s"
 
-# At DEBUG these log whole HTTP bodies, i.e. secret values: never below INFO.
+# At DEBUG these log whole HTTP bodies, i.e. secret values; at INFO they chatter ("Found
+# credentials in environment variables") in a style not ours: only their warnings get through.
 QUIET_LIBRARIES = ("botocore", "boto3", "urllib3", "s3transfer")
 
 
 def setup_logging(level: str = "INFO") -> None:
     """Log to stderr (CloudWatch adds the time) at ``level``: DEBUG, INFO, WARN(ING), ERROR,
-    or NONE/OFF; the AWS libraries are held at INFO or above whatever ``level`` says."""
+    or NONE/OFF; the AWS libraries are held at WARNING or above whatever ``level`` says."""
     name = level.upper()
     name = {"WARN": "WARNING", "NONE": "CRITICAL", "OFF": "CRITICAL"}.get(name, name)
     logging.basicConfig(
         level=getattr(logging, name, logging.INFO), format=FORMAT, stream=sys.stderr, force=True
     )
-    floor = max(logging.getLogger().level, logging.INFO)
+    floor = max(logging.getLogger().level, logging.WARNING)
     for library in QUIET_LIBRARIES:
         logging.getLogger(library).setLevel(floor)
 

@@ -17,6 +17,37 @@ log = logging.getLogger("cachelayer.plugins")
 
 GROUP = "cachelayer"
 
+# Entry-point names the built-ins had before they were named after their config sections:
+# CACHE_EXTENSION_PLUGINS / _DISABLE_PLUGINS written with them keep working.
+ALIASES: Dict[str, str] = {"ssm": "parameters"}
+
+
+def canonical_name(name: str) -> str:
+    """The plugin name ``name`` stands for: a section name, or an old built-in name's section."""
+    return ALIASES.get(name, name)
+
+
+def filter_warnings(allow: Optional[Iterable[str]], deny: Iterable[str]) -> List[str]:
+    """A warning for each name in the plugin filters that no installed plugin has."""
+    installed = {canonical_name(ep.name) for ep in metadata.entry_points(group=GROUP)}
+    warnings = []
+    for variable, names in (
+        ("CACHE_EXTENSION_PLUGINS", allow or ()),
+        ("CACHE_EXTENSION_DISABLE_PLUGINS", deny),
+    ):
+        for name in names:
+            if canonical_name(name) not in installed:
+                warnings.append(
+                    f"{variable} names {name!r}, which is not an installed plugin; "
+                    f"installed: {', '.join(sorted(installed)) or '(none)'}"
+                )
+    return warnings
+
+
+def filtered_out(pm: pluggy.PluginManager) -> List[str]:
+    """The plugins installed but not loaded because of the plugin filters (blocked names)."""
+    return sorted(name for name, plugin in pm.list_name_plugin() if plugin is None)
+
 
 @attrs.frozen
 class ProviderInfo:
@@ -74,17 +105,19 @@ def load_plugins(
 
     A plugin that fails to import is logged with its name, distribution and error, and
     returned as a ``BrokenPlugin``; loading goes on. ``allow`` (if given) and ``deny`` filter
-    by entry-point name (``CACHE_EXTENSION_PLUGINS`` / ``CACHE_EXTENSION_DISABLE_PLUGINS``).
+    by entry-point name, which is the provider's section name (``CACHE_EXTENSION_PLUGINS`` /
+    ``CACHE_EXTENSION_DISABLE_PLUGINS``); the built-ins' old names (``ssm``) work too.
     """
-    allowed = set(allow) if allow is not None else None
-    denied = set(deny)
+    allowed = {canonical_name(n) for n in allow} if allow is not None else None
+    denied = {canonical_name(n) for n in deny}
     broken: List[BrokenPlugin] = []
     seen = set()
     for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
         if ep.name in seen:  # the same distribution visible twice on sys.path
             continue
         seen.add(ep.name)
-        if ep.name in denied or (allowed is not None and ep.name not in allowed):
+        name = canonical_name(ep.name)
+        if name in denied or (allowed is not None and name not in allowed):
             pm.set_blocked(ep.name)
             log.info("plugin %r disabled by configuration", ep.name)
             continue

@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Callable, Dict, Mapping, Optional
 
 import attrs
 
 from cachelayer.core.cache import Cache, CachePolicy, PrefetchReport, current_route
-from cachelayer.core.config import Settings, load_settings, plugin_filters
+from cachelayer.core.config import Settings, line_of, load_settings, plugin_filters
+from cachelayer.core.metrics import EmfMetrics
 from cachelayer.core.router import Router
 from cachelayer.errors import CachelayerError, ConfigError
-from cachelayer.plugins import ProviderRegistry, discover
+from cachelayer.plugins import (
+    ProviderRegistry,
+    canonical_name,
+    discover,
+    filter_warnings,
+    filtered_out,
+)
 from cachelayer.provider import ProviderContext
 
 log = logging.getLogger("cachelayer")
+
+
+def _line_in(settings: Settings, key: str) -> Optional[int]:
+    return line_of(settings.config_path, key) if settings.config_loaded else None
 
 
 @attrs.frozen
@@ -43,6 +55,7 @@ class Application:
     router: Router
     pm: Any
     clients: Any = None
+    metrics: Optional[EmfMetrics] = None
 
     @classmethod
     def from_environment(
@@ -54,12 +67,15 @@ class Application:
         pm: Any = None,
         client_factory: Any = None,
         clock: Optional[Callable[[], float]] = None,
+        metrics_write: Optional[Callable[[str], None]] = None,
+        wall_clock: Optional[Callable[[], float]] = None,
     ) -> Application:
         """Discover plugins, load and validate settings, configure providers. No network I/O.
 
         Raises ConfigError or PluginError with a message fit to show the user as is.
         ``client_factory`` replaces the boto3 client factory and ``clock`` the cache's
-        monotonic clock (tests and benchmarks).
+        monotonic clock (tests and benchmarks); ``metrics_write`` and ``wall_clock`` replace
+        stdout and ``time.time`` for the EMF metrics.
         """
         allow, deny = plugin_filters(environ)
         pm, registry = discover(allow=allow, deny=deny, pm=pm)
@@ -68,9 +84,23 @@ class Application:
             for name, info in registry.by_name.items()
         }
         broken = {b.plugin: f"{b.error} (distribution {b.distribution})" for b in registry.broken}
-        settings = load_settings(
-            environ, schemas, config_path=config_path, port=port, broken=broken
+        filters = ", ".join(
+            f"{k}={environ[k]}"
+            for k in ("CACHE_EXTENSION_PLUGINS", "CACHE_EXTENSION_DISABLE_PLUGINS")
+            if k in environ
         )
+        disabled = {canonical_name(n): f"filtered out by {filters}" for n in filtered_out(pm)}
+        settings = load_settings(
+            environ,
+            schemas,
+            config_path=config_path,
+            port=port,
+            broken=broken,
+            disabled=disabled,
+        )
+        plugin_warnings = filter_warnings(allow, deny)
+        if plugin_warnings:
+            settings = attrs.evolve(settings, warnings=(*settings.warnings, *plugin_warnings))
         for warning in settings.warnings:
             log.warning("%s", warning)
 
@@ -102,11 +132,15 @@ class Application:
             try:
                 info.provider.configure(settings.sections.get(name), context)
             except ConfigError as exc:
-                if exc.source is None:  # say which file, as every other config error does
+                if exc.source is None:  # say which file and line, as every other config error does
+                    key = exc.key or name
+                    if key != name and not key.startswith((name + ".", name + "[")):
+                        key = f"{name}{key}" if key.startswith("[") else f"{name}.{key}"
                     raise ConfigError(
                         f"provider {name!r}: {exc.message}",
                         source=settings.config_path,
-                        key=exc.key or name,
+                        line=exc.line or _line_in(settings, key),
+                        key=key,
                     ) from exc
                 raise
             except CachelayerError:
@@ -115,10 +149,19 @@ class Application:
                 raise ConfigError(
                     f"provider {name!r} rejected its configuration: {exc}",
                     source=settings.config_path,
+                    line=_line_in(settings, name),
                     key=name,
                 ) from exc
         router = Router({route: info.provider for route, info in registry.by_route.items()})
-        app = cls(settings, registry, cache, router, pm, client_factory)
+        metrics = None
+        if settings.cache.metrics == "emf":
+            metrics = EmfMetrics(
+                namespace=settings.cache.metrics_namespace,
+                function_name=environ.get("AWS_LAMBDA_FUNCTION_NAME", ""),
+                write=metrics_write,
+                clock=wall_clock or time.time,
+            )
+        app = cls(settings, registry, cache, router, pm, client_factory, metrics)
         pm.hook.cachelayer_startup(providers={n: i.provider for n, i in registry.by_name.items()})
         return app
 
@@ -141,10 +184,14 @@ class Application:
         started = self.cache.refresh_ahead()
         if started:
             log.debug("refresh-ahead started for %d entries", started)
+        if self.metrics is not None:
+            self.metrics.on_invoke(self.stats())
         self.pm.hook.cachelayer_invoke(event=event)
 
     def on_shutdown(self, reason: str) -> None:
-        """Announce shutdown to plugins."""
+        """Emit the last metrics, and announce shutdown to plugins."""
+        if self.metrics is not None:
+            self.metrics.on_shutdown(self.stats())
         self.pm.hook.cachelayer_shutdown(reason=reason)
 
     def stats(self) -> Dict[str, Dict[str, int]]:

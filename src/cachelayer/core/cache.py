@@ -27,7 +27,13 @@ from typing import (
 
 import attrs
 
-from cachelayer.errors import CachelayerError, NotFoundError, TransientError, UpstreamError
+from cachelayer.errors import (
+    CachelayerError,
+    NotFoundError,
+    ThrottlingError,
+    TransientError,
+    UpstreamError,
+)
 from cachelayer.provider import Item, Provider, SupportsFetchMany, SupportsRefresh, Value
 
 log = logging.getLogger("cachelayer.cache")
@@ -102,6 +108,7 @@ class RouteStats:
         "not_modified",
         "refreshes_ahead",
         "stale",
+        "throttles",
         "upstream_calls",
         "upstream_errors",
     )
@@ -109,7 +116,7 @@ class RouteStats:
     def __init__(self) -> None:
         self.hits = self.misses = self.stale = self.negative_hits = 0
         self.upstream_calls = self.upstream_errors = self.evictions = self.refreshes_ahead = 0
-        self.not_modified = 0
+        self.not_modified = self.throttles = 0
 
     def as_dict(self) -> Dict[str, int]:
         return {name: getattr(self, name) for name in sorted(self.__slots__)}
@@ -152,6 +159,8 @@ class Cache:
         self._background: Set[asyncio.Task[Any]] = set()
         self._stats: Dict[str, RouteStats] = collections.defaultdict(RouteStats)
         self._lock = threading.Lock()  # guards stats touched from worker threads
+        # Per key with no value to serve: (failures logged, no new warning before this time).
+        self._warned: Dict[Key, Tuple[int, float]] = {}
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -169,14 +178,17 @@ class Cache:
         entry.stats.hits += 1
         return Lookup(entry.value, "hit", now - entry.fetched_at, entry.expires_at - now)
 
-    async def get(self, provider: Provider, item: Item) -> Lookup:
+    async def get(self, provider: Provider, item: Item, *, refresh: bool = False) -> Lookup:
         """Read ``item``: a hit, or one coalesced upstream fetch, or a stale value if upstream
-        fails transiently. Raises NotFoundError / UpstreamError / TransientError."""
+        fails transiently. Raises NotFoundError / UpstreamError / TransientError.
+
+        ``refresh`` skips the cached value and fetches now (joining a fetch already in
+        flight for the key, so concurrent refreshes still make one upstream call)."""
         key = item.key
         stats = self._stats[item.route]
         now = self._clock()
         entry = self._entries.get(key)
-        if entry is not None:
+        if entry is not None and not refresh:
             if now < entry.expires_at:
                 self._entries.move_to_end(key)
                 if entry.value is None:
@@ -260,10 +272,15 @@ class Cache:
 
     def _call_provider(self, fn: Callable[..., Any], route: str, *args: Any) -> Any:
         _current.route = route
+        _current.calls = 0
         try:
             return fn(*args)
         finally:
             _current.route = None
+            if not _current.calls:
+                # A provider that calls no AWS client (HTTP, a database, a file): its call
+                # is the upstream call.
+                self.count_upstream_call(route)
 
     def _settle_failure(
         self, future: asyncio.Future[Lookup], provider: Provider, item: Item, exc: BaseException
@@ -276,6 +293,8 @@ class Cache:
             future.set_exception(exc)
             return
         stats.upstream_errors += 1
+        if isinstance(exc, ThrottlingError):
+            stats.throttles += 1
         if not isinstance(exc, CachelayerError):
             # A provider bug or an unclassified library error: never show its text (it might
             # hold a value), log it whole for the operator.
@@ -296,12 +315,26 @@ class Cache:
                 "%s %r: refresh failed (%s); serving the stale value, retry in %.1fs",
                 item.route,
                 item.name,
-                exc.code,
+                exc,
                 entry.retry_at - now,
             )
             future.set_result(Lookup(entry.value, "stale", now - entry.fetched_at, 0.0))
             return
+        self._warn_failure(item, exc, now)
         future.set_exception(exc)
+
+    def _warn_failure(self, item: Item, exc: CachelayerError, now: float) -> None:
+        """Log a failed upstream call for a key with no value to serve, once per backoff
+        period of that key (doubling up to RETRY_CAP), so an outage does not flood the log."""
+        count, quiet_until = self._warned.get(item.key, (0, 0.0))
+        if now < quiet_until:
+            return
+        if len(self._warned) >= 1024:  # bounded: forget the oldest news rather than grow
+            self._warned.clear()
+        self._warned[item.key] = (count + 1, now + min(RETRY_CAP, RETRY_BASE * 2**count))
+        # The message names the service, the operation, the key and AWS's error code; never
+        # a value (error messages never carry one).
+        log.warning("%s %r: upstream call failed: %s", item.route, item.name, exc)
 
     def _within_stale(self, entry: Entry, now: float) -> bool:
         return now < entry.expires_at + self.policy.stale_if_error
@@ -310,6 +343,7 @@ class Cache:
         return item.ttl if item.ttl is not None else self.policy.ttl_for(item.route)
 
     def _store(self, provider: Provider, item: Item, value: Value) -> Lookup:
+        self._warned.pop(item.key, None)
         now = self._clock()
         ttl = self._ttl(item)
         if ttl <= 0 or value.size > self.policy.max_bytes or self.policy.max_entries <= 0:
@@ -421,6 +455,8 @@ class Cache:
                 self._remember_not_found(provider, item, result, self._clock())
             else:
                 self._stats[item.route].upstream_errors += 1
+                if isinstance(result, ThrottlingError):
+                    self._stats[item.route].throttles += 1
             reason = str(result) if isinstance(result, CachelayerError) else type(result).__name__
             failed[item.key] = reason
             log.warning(
@@ -438,6 +474,8 @@ class Cache:
         stats = self._stats.get(route) if route is not None else None
         if stats is None:  # not a provider call started by ``_run``
             return
+        if route == current_route():
+            _current.calls = getattr(_current, "calls", 0) + 1
         with self._lock:
             stats.upstream_calls += 1
 
@@ -454,7 +492,7 @@ class Cache:
 
     def stats(self, routes: Iterable[str] = ()) -> Dict[str, Dict[str, int]]:
         """Per route: hits, misses, stale, negative_hits, upstream_calls, upstream_errors,
-        evictions, refreshes_ahead, entries, bytes. ``routes`` are listed even when idle."""
+        throttles, evictions, refreshes_ahead, entries, bytes. ``routes`` are listed even when idle."""
         out: Dict[str, Dict[str, int]] = {}
         for route in set(routes) | set(self._stats):
             d = self._stats[route].as_dict()

@@ -17,6 +17,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from cachelayer.core.durations import DURATION_HINT, format_duration, parse_bool, parse_duration
+from cachelayer.core.metrics import DEFAULT_NAMESPACE, check_namespace
 from cachelayer.errors import ConfigError, PluginError
 from cachelayer.provider import Duration
 
@@ -49,6 +50,8 @@ KNOWN_ENV: Tuple[str, ...] = (
     "CACHE_EXTENSION_LOG_LEVEL",
     "CACHE_EXTENSION_PLUGINS",
     "CACHE_EXTENSION_DISABLE_PLUGINS",
+    "CACHE_EXTENSION_METRICS",
+    "CACHE_EXTENSION_METRICS_NAMESPACE",
     # Read by the layer's launcher, not by Python; known so they draw no warning.
     "CACHE_EXTENSION_PYTHON",
     "CACHE_EXTENSION_NAME",
@@ -120,7 +123,8 @@ def load_yaml(path: str) -> Node:
             text = f.read()
     except FileNotFoundError:
         raise ConfigError(
-            "config file not found; create it, or point CACHE_EXTENSION_CONFIG at the right file",
+            "config file not found; create it, or give the right path (--config, or "
+            "CACHE_EXTENSION_CONFIG in Lambda)",
             source=path,
         ) from None
     except IsADirectoryError:
@@ -163,6 +167,31 @@ def load_yaml(path: str) -> Node:
             line=_line(node),
         )
     return node
+
+
+def line_of(path: str, key: str) -> Optional[int]:
+    """The line of the deepest node the dotted ``key`` (``weather.0.city`` or
+    ``weather[0].city``) reaches in the YAML file at ``path``, or None; for errors raised after
+    structuring (a provider's own)."""
+    try:
+        node: Node = load_yaml(path)
+    except ConfigError:
+        return None
+    line = None
+    for part in re.findall(r"[^.\[\]]+", key):
+        child: Optional[Node] = None
+        if isinstance(node, MappingNode):
+            for knode, vnode in node.value:
+                if isinstance(knode, ScalarNode) and knode.value == part:
+                    line, child = _line(knode), vnode
+                    break
+        elif isinstance(node, SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            child = node.value[int(part)]
+            line = _line(child)
+        if child is None:
+            break
+        node = child
+    return line
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,12 +325,29 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+MAX_REPORTED_ERRORS = 20
+"""A file's errors are collected up to this many (one per list entry or section), then stop."""
+
+
+class _Reported(Exception):
+    """A part of the file failed and its errors are collected: skip it, keep checking the rest."""
+
+
 @attrs.frozen
 class _Ctx:
-    """Where we are: the file (for messages) and the dotted key path."""
+    """Where we are: the file (for messages), the dotted key path, and where errors are
+    collected (None: the first error is raised)."""
 
     source: str
     path: str
+    errors: Optional[List[ConfigError]] = attrs.field(default=None, eq=False)
+
+    def collect(self, exc: ConfigError) -> bool:
+        """Keep ``exc`` and go on checking, or False to raise it (not collecting, or full)."""
+        if self.errors is None or len(self.errors) >= MAX_REPORTED_ERRORS - 1:
+            return False
+        self.errors.append(exc)
+        return True
 
     def error(self, node: Optional[Node], message: str, path: Optional[str] = None) -> ConfigError:
         return ConfigError(
@@ -312,7 +358,7 @@ class _Ctx:
         )
 
     def child(self, path: str) -> _Ctx:
-        return _Ctx(self.source, path)
+        return _Ctx(self.source, path, self.errors)
 
 
 def _flatten(node: MappingNode, ctx: _Ctx) -> None:
@@ -443,7 +489,8 @@ def _structure_union(node: Node, tp: Any, args: Tuple[Any, ...], ctx: _Ctx) -> A
     errors: List[ConfigError] = []
     for candidate in candidates:
         try:
-            return _structure(node, candidate, ctx)
+            # Each candidate's first error only: collecting would report a failed guess.
+            return _structure(node, candidate, _Ctx(ctx.source, ctx.path))
         except ConfigError as exc:
             errors.append(exc)
     raise ctx.error(
@@ -572,9 +619,19 @@ def _structure_generic(node: Node, tp: Any, origin: Any, ctx: _Ctx) -> Any:
                 for i, (n, a) in enumerate(zip(items, args))
             )
         item_tp = args[0] if args else Any
-        values = [
-            _structure(n, item_tp, ctx.child(f"{ctx.path}[{i}]")) for i, n in enumerate(items)
-        ]
+        values = []
+        reported = False
+        for i, n in enumerate(items):
+            try:
+                values.append(_structure(n, item_tp, ctx.child(f"{ctx.path}[{i}]")))
+            except _Reported:
+                reported = True
+            except ConfigError as exc:
+                if not ctx.collect(exc):
+                    raise
+                reported = True
+        if reported:  # an entry is missing: building on the rest would report nonsense
+            raise _Reported()
         if origin is tuple:
             return tuple(values)
         if origin in (set, frozenset, cabc.Set):
@@ -695,6 +752,12 @@ def _fraction(instance: Any, attribute: Any, value: float) -> None:
         raise ValueError(f"{attribute.name} must be between 0 and 1, got {value}", attribute)
 
 
+def _namespace(instance: Any, attribute: Any, value: str) -> None:
+    problem = check_namespace(value)
+    if problem is not None:
+        raise ValueError(f"invalid namespace {value!r}: {problem}", attribute)
+
+
 @attrs.frozen
 class CacheSettings:
     """The ``cache:`` section: global cache settings (durations and fractions in seconds/0..1).
@@ -710,6 +773,8 @@ class CacheSettings:
     stale_if_error: Duration = attrs.field(default=Duration(3600.0), validator=_not_negative)
     refresh_ahead: Ratio = attrs.field(default=Ratio(0.2), validator=_fraction)
     init_startup: Optional[bool] = None
+    metrics: Literal["off", "emf"] = "off"
+    metrics_namespace: str = attrs.field(default=DEFAULT_NAMESPACE, validator=_namespace)
 
 
 @attrs.frozen
@@ -741,7 +806,7 @@ def _split_list(name: str, value: str) -> Tuple[str, ...]:
         if not re.match(r"^[A-Za-z0-9_.\-]+$", n):
             raise ConfigError(
                 f"invalid plugin name {n!r}; write plugin (entry point) names separated by commas, "
-                "e.g. ssm,secrets",
+                "e.g. parameters,secrets",
                 source=name,
             )
     return names
@@ -760,7 +825,7 @@ def plugin_filters(environ: Mapping[str, str]) -> Tuple[Optional[Tuple[str, ...]
         if not allow:
             raise ConfigError(
                 "is empty, which would load no provider at all; unset it to load every "
-                "installed plugin, or list the ones to load, e.g. ssm,secrets",
+                "installed plugin, or list the ones to load, e.g. parameters,secrets",
                 source="CACHE_EXTENSION_PLUGINS",
             )
     deny = _split_list(
@@ -828,14 +893,53 @@ def _find_key(node: MappingNode, key: str) -> Optional[Node]:
     return None
 
 
+def _structure_every_section(
+    root: MappingNode,
+    source: str,
+    schemas: Mapping[str, Any],
+    broken: Mapping[str, str],
+    disabled: Mapping[str, str],
+) -> Tuple[Optional[CacheSettings], bool, Dict[str, Any]]:
+    """``_structure_sections`` section by section, so that every section is checked even when
+    one fails: the errors are raised together (the first, the others in its ``more``), up to
+    MAX_REPORTED_ERRORS, one per failing list entry or section."""
+    errors: List[ConfigError] = []
+    cache: Optional[CacheSettings] = None
+    sets_max = False
+    sections: Dict[str, Any] = {}
+    for _, knode, vnode in _mapping_items(root, _Ctx(source, "")):
+        one = MappingNode(root.tag, [(knode, vnode)], root.start_mark, root.end_mark)
+        try:
+            got, got_max, got_sections = _structure_sections(
+                one, source, schemas, broken, disabled, errors
+            )
+        except _Reported:
+            continue
+        except ConfigError as exc:
+            errors.append(exc)
+            if len(errors) >= MAX_REPORTED_ERRORS:
+                break
+            continue
+        cache = got if got is not None else cache
+        sets_max = sets_max or got_max
+        sections.update(got_sections)
+    if errors:
+        errors[0].more = tuple(errors[1:])
+        raise errors[0]
+    return cache, sets_max, sections
+
+
 def _structure_sections(
     root: MappingNode,
     source: str,
     schemas: Mapping[str, Any],
     broken: Mapping[str, str],
+    disabled: Mapping[str, str] = {},
+    errors: Optional[List[ConfigError]] = None,
 ) -> Tuple[Optional[CacheSettings], bool, Dict[str, Any]]:
-    """``(cache, whether cache.max_entries is written in the file, provider sections)``."""
-    ctx = _Ctx(source, "")
+    """``(cache, whether cache.max_entries is written in the file, provider sections)``;
+    errors in list entries are collected into ``errors`` when it is given."""
+    ctx = _Ctx(source, "", errors)
     cache: Optional[CacheSettings] = None
     sets_max = False
     sections: Dict[str, Any] = {}
@@ -858,6 +962,14 @@ def _structure_sections(
                 knode,
                 f"section {key!r} belongs to plugin {key!r}, which failed to load: {broken[key]}; "
                 "fix or reinstall that plugin, or remove the section",
+                key,
+            )
+        if key in disabled and key not in schemas:
+            raise ctx.error(
+                knode,
+                f"section {key!r} belongs to plugin {key!r}, which is installed but not loaded: "
+                f"{disabled[key]}; remove it from CACHE_EXTENSION_DISABLE_PLUGINS or add it to "
+                "CACHE_EXTENSION_PLUGINS, or remove the section",
                 key,
             )
         if key not in schemas:
@@ -898,11 +1010,13 @@ def load_settings(
     config_path: Optional[str] = None,
     port: Optional[int] = None,
     broken: Mapping[str, str] = {},
+    disabled: Mapping[str, str] = {},
 ) -> Settings:
     """Resolve the settings from the environment, the config file and the command line.
 
     ``schemas`` maps each installed provider's section to its ``config_schema``; ``broken``
-    maps a section to the load error of a broken plugin of that name. Raises ``ConfigError``
+    maps a section to the load error of a broken plugin of that name, ``disabled`` a section
+    to why its installed plugin was filtered out. Raises ``ConfigError``
     (naming the file and line, or the variable) for anything invalid.
     """
     if "cache" in schemas:
@@ -932,7 +1046,9 @@ def load_settings(
         assert isinstance(node, MappingNode)
         root = node
         loaded = True
-    cache, config_sets_max, sections = _structure_sections(root, path, schemas, broken)
+    cache, config_sets_max, sections = _structure_every_section(
+        root, path, schemas, broken, disabled
+    )
     cache = cache if cache is not None else CacheSettings()
 
     # The environment.
@@ -1035,6 +1151,22 @@ def load_settings(
             )
         else:
             cache = attrs.evolve(cache, max_entries=size)
+    if "CACHE_EXTENSION_METRICS" in environ:
+        metrics = _env_choice(
+            "CACHE_EXTENSION_METRICS",
+            environ["CACHE_EXTENSION_METRICS"],
+            {"EMF": "emf", "OFF": "off"},
+        )
+        cache = attrs.evolve(cache, metrics="emf" if metrics == "emf" else "off")
+    if "CACHE_EXTENSION_METRICS_NAMESPACE" in environ:
+        namespace = environ["CACHE_EXTENSION_METRICS_NAMESPACE"]
+        problem = check_namespace(namespace)
+        if problem is not None:
+            raise ConfigError(
+                f"invalid namespace {_shorten(namespace)!r}: {problem}",
+                source="CACHE_EXTENSION_METRICS_NAMESPACE",
+            )
+        cache = attrs.evolve(cache, metrics_namespace=namespace)
     if "PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED" in environ:
         raw = environ["PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED"]
         try:

@@ -59,6 +59,8 @@ class BuildRequest:
     prune_models: bool = True
     # None: compile when an interpreter of the target's version is on this machine.
     compile_bytecode: Optional[bool] = None
+    # The interpreter that compiles the bytecode (None: find one of the target's version).
+    python: Optional[str] = None
     # Where downloaded Debian packages are kept (standalone layers); None: the user's cache.
     deb_cache: Optional[Path] = None
 
@@ -291,7 +293,10 @@ class LayerBuilder:
         if request.compile_bytecode is False:
             self._progress("      bytecode: not compiled (--no-compile)")
         else:
-            self._progress(f"      bytecode: compiling with the bundled CPython {found['version']}")
+            ignored = f" (not --python {request.python})" if request.python else ""
+            self._progress(
+                f"      bytecode: compiling with the bundled CPython {found['version']}{ignored}"
+            )
             bundle.compile_stdlib()
             bundle.compile_packages()
         from cachelayer.layer_builder.targets import ELF_MACHINES
@@ -317,17 +322,22 @@ class LayerBuilder:
         if request.compile_bytecode is False:
             self._progress("      bytecode: not compiled (--no-compile)")
             return
-        interpreter = bytecode.find_interpreter(request.target)
+        if request.python is not None:
+            interpreter: Optional[str] = bytecode.check_interpreter(request.python, request.target)
+        else:
+            interpreter = bytecode.find_interpreter(request.target)
         if interpreter is None:
             message = (
                 f"no python{request.target.python_version} on this machine to compile bytecode "
                 f"for {request.target.runtime}"
             )
             if request.compile_bytecode:
-                raise LayerBuildError(message + "; install it or drop --compile")
+                raise LayerBuildError(
+                    message + "; install it, name one with --python PATH, or drop --compile"
+                )
             self._progress(
                 f"      bytecode: skipped, {message}: each cold start will compile the "
-                "packages (about 0.35 s of init)"
+                "packages (about 0.35 s of init); name one with --python PATH"
             )
             return
         self._progress(f"      bytecode: compiling for {request.target.runtime} with {interpreter}")

@@ -47,6 +47,37 @@ def find_interpreter(target: Target) -> Optional[str]:
     return candidate if done.returncode == 0 and done.stdout.strip() == wanted else None
 
 
+def check_interpreter(python: str, target: Target) -> str:
+    """``python`` (a path, or a name on PATH) if it runs and is the target's version; else a
+    ``LayerBuildError`` saying what it is instead."""
+    found = shutil.which(python) or python
+    try:
+        done = subprocess.run(
+            [found, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except OSError as exc:
+        raise LayerBuildError(
+            f"--python {python}: cannot run it ({exc.strerror or exc}); give the path of a "
+            f"python{target.python_version} interpreter"
+        ) from None
+    version = done.stdout.strip()
+    if done.returncode != 0 or not version:
+        raise LayerBuildError(
+            f"--python {python}: it did not run as a Python interpreter "
+            f"({(done.stderr or done.stdout).strip()[:200] or f'exit {done.returncode}'})"
+        )
+    if version != target.python_version:
+        raise LayerBuildError(
+            f"--python {python} is Python {version}, but {target.runtime} needs bytecode of "
+            f"Python {target.python_version}: give a python{target.python_version}, or pass "
+            "--no-compile"
+        )
+    return found
+
+
 def compile_tree(
     stage: Path, packages: Path, interpreter: str, environ: Optional[Mapping[str, str]] = None
 ) -> None:

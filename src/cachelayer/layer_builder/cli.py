@@ -91,6 +91,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "default: when a python of the target's version is on this machine",
     )
     build.add_argument(
+        "--python",
+        metavar="PATH",
+        help="the interpreter that compiles the bytecode: a python of the target runtime's "
+        "version, when it is not this machine's default (e.g. /usr/bin/python3.12)",
+    )
+    build.add_argument(
         "-o",
         "--output",
         required=True,
@@ -119,6 +125,36 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return layer
 
 
+# Archive formats that are not a layer: Lambda takes zip files only.
+_OTHER_ARCHIVES = (
+    ".tar",
+    ".gz",
+    ".tgz",
+    ".bz2",
+    ".tbz2",
+    ".xz",
+    ".txz",
+    ".zst",
+    ".7z",
+    ".rar",
+    ".jar",
+    ".whl",
+)
+
+
+def check_output(output: Path) -> None:
+    """Refuse an ``-o`` that names an archive other than a zip (it would become a directory)."""
+    suffixes = [s.lower() for s in output.suffixes]
+    if suffixes and suffixes[-1] == ".zip":
+        return
+    if suffixes and suffixes[-1] in _OTHER_ARCHIVES:
+        raise LayerBuildError(
+            f"-o {output}: Lambda layers are zip files; write -o "
+            f"{output.name[: -len(''.join(output.suffixes))] or 'layer'}.zip, or give a "
+            "directory name without an archive suffix"
+        )
+
+
 def run_build(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Handle ``cachelayer layer build``; progress on ``err``, the summary on ``out``."""
     from cachelayer.layer_builder.build import MAX_UNZIPPED, MAX_ZIPPED, BuildRequest, LayerBuilder
@@ -128,6 +164,11 @@ def run_build(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = 
 
     try:
         target = Target.parse(args.runtime, args.arch)
+        check_output(args.output)
+        if args.python is not None and args.compile_bytecode is not False:
+            from cachelayer.layer_builder.bytecode import check_interpreter
+
+            check_interpreter(args.python, target)  # before minutes of pip, not after
         request = BuildRequest(
             target=target,
             output=args.output,
@@ -136,6 +177,7 @@ def run_build(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = 
             keep_services=tuple(args.keep_services),
             prune_models=args.prune_models,
             compile_bytecode=args.compile_bytecode,
+            python=args.python,
         )
         result = LayerBuilder(progress).build(request)
     except LayerBuildError as exc:

@@ -70,8 +70,37 @@ class Pip:
                 self._progress("    " + line.strip())
         code = proc.wait()
         if code != 0:
+            unknown = _unseen_requirement(lines)
+            if unknown is not None and not self._on_index(unknown, env, cwd):
+                raise LayerBuildError(
+                    f"{what}: package {unknown!r} was not found on the package index; check "
+                    "its name, or give a local package by its path (e.g. ./cachelayer-weather)"
+                )
             raise translate_failure(lines, what=what, target=target)
         return lines
+
+    def _on_index(self, name: str, env: Mapping[str, str], cwd: Path) -> bool:
+        """Whether the index knows ``name`` at all, whatever its wheels (one index query)."""
+        done = subprocess.run(
+            [self._python, "-I", "-m", "pip", "index", "versions", name, "--no-input"],
+            capture_output=True,
+            text=True,
+            env=dict(env),
+            cwd=cwd,
+        )
+        # Any other failure (no network, an old pip) says nothing: keep pip's own message.
+        return done.returncode == 0 or "No matching distribution" not in done.stdout + done.stderr
+
+
+def _unseen_requirement(lines: Sequence[str]) -> Optional[str]:
+    """The project name of a requirement given on the command line of which pip saw no version
+    at all (``from versions: none``), or None."""
+    text = "\n".join(lines)
+    m = _NO_VERSION.search(text)
+    if m is None or m.group(2) or "(from versions: none)" not in text:
+        return None
+    name = re.split(r"[\[<>=!~;@ ]", m.group(1), maxsplit=1)[0]
+    return name or None
 
 
 def translate_failure(

@@ -14,12 +14,19 @@ from cachelayer.local.emulator import LocalLambda
 def register(subparsers: Any) -> None:
     """Add ``local`` (with its ``invoke`` subcommand) to the ``cachelayer`` command's subparsers."""
     local = subparsers.add_parser(
-        "local", help="run a function with extensions under a local Lambda emulator"
+        "local",
+        help="run a function with extensions under a local Lambda emulator",
+        description="A local emulator of Lambda's Extensions and Runtime APIs on loopback, "
+        "driving real extension processes and AWS's Python runtime interface client.",
     )
     sub = local.add_subparsers(dest="local_command", metavar="COMMAND")
     sub.required = True
     invoke = sub.add_parser(
-        "invoke", help="invoke a Python handler with the extensions in a directory"
+        "invoke",
+        help="invoke a Python handler with the extensions in a directory",
+        description="Start the extensions in DIR and the handler under awslambdaric with the "
+        "environment Lambda sets, invoke it N times (frozen with SIGSTOP between invocations "
+        "if asked), shut down within Lambda's 2 s, and print each response and REPORT line.",
     )
     invoke.add_argument(
         "--extensions",

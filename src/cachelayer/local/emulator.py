@@ -38,6 +38,18 @@ HIDDEN_FROM_EXTENSIONS = frozenset(
 )
 # Host variables a function sees on Lambda too; everything else of the host stays out.
 PASSED_FROM_HOST = ("PATH", "LANG", "LD_LIBRARY_PATH", "TZ")
+# Lambda hands the function its execution role's temporary credentials. Locally they come
+# from the caller's environment when set there, else these inert test ones (moto takes any).
+CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+TEST_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "ASIALOCALTESTKEY0000",
+    "AWS_SECRET_ACCESS_KEY": "local-test-secret-access-key",
+}
+# Lambda's own search path for shared libraries; the caller's, if set, comes first.
+LAMBDA_LD_LIBRARY_PATH = (
+    "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib"
+)
+LAMBDA_PATH = "/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin"
 SHUTDOWN_BUDGET_S = 2.0
 RUNTIME_SHUTDOWN_BUDGET_S = 0.3
 INIT_TIMEOUT_S = 10.0
@@ -220,6 +232,11 @@ class LocalLambda:
         # Called with (name, pid) right after each process starts (benchmarks watch it).
         self._on_spawn = on_spawn
         self._user_env = dict(env or {})
+        self._credentials = self._resolve_credentials()
+        # One execution environment, one log stream, as on Lambda.
+        self.log_stream_name = (
+            time.strftime("%Y/%m/%d", time.gmtime()) + f"/[$LATEST]{uuid.uuid4().hex}"
+        )
         self.sandbox = Sandbox(FunctionIdentity(function_name, "$LATEST", handler, ACCOUNT_ID))
         self.server = ApiServer(self.sandbox)
         self._processes: List[_Process] = []
@@ -249,10 +266,28 @@ class LocalLambda:
             or "us-east-1"
         )
 
+    def _resolve_credentials(self) -> Dict[str, str]:
+        """The caller's credentials (``env``, else this process's environment), or test ones.
+
+        Lambda always sets a session token (execution roles give temporary credentials), and
+        functions read it as the extension's auth token; long-term keys come without one, so
+        a local one is made up then: it signs nothing that reaches real AWS unnoticed, since
+        AWS refuses an unknown token, and moto ignores it.
+        """
+        for source in (self._user_env, os.environ):
+            if source.get("AWS_ACCESS_KEY_ID") and source.get("AWS_SECRET_ACCESS_KEY"):
+                creds = {k: source[k] for k in CREDENTIALS if source.get(k)}
+                break
+        else:
+            creds = dict(TEST_CREDENTIALS)
+        creds.setdefault("AWS_SESSION_TOKEN", f"local-session-token-{uuid.uuid4().hex}")
+        return creds
+
     def function_environment(self) -> Dict[str, str]:
         """The variables the runtime gets (Lambda's defaults, then the caller's ``env``)."""
         region = self.region
         env = {k: os.environ[k] for k in PASSED_FROM_HOST if k in os.environ}
+        env.update(self._credentials)
         env.update(
             {
                 "AWS_REGION": region,
@@ -262,7 +297,7 @@ class LocalLambda:
                 "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
                 "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
                 "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{self.function_name}",
-                "AWS_LAMBDA_LOG_STREAM_NAME": f"local/[$LATEST]{uuid.uuid4().hex}",
+                "AWS_LAMBDA_LOG_STREAM_NAME": self.log_stream_name,
                 "AWS_LAMBDA_RUNTIME_API": self.runtime_api,
                 "AWS_EXECUTION_ENV": "AWS_Lambda_python{}.{}".format(*sys.version_info[:2]),
                 "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
@@ -274,6 +309,11 @@ class LocalLambda:
                 "_HANDLER": self.handler,
                 "LANG": env.get("LANG", "en_US.UTF-8"),
                 "TZ": ":UTC",
+                # The host's PATH first: the runtime's interpreter and tools live there.
+                "PATH": ":".join(p for p in (env.get("PATH"), LAMBDA_PATH) if p),
+                "LD_LIBRARY_PATH": ":".join(
+                    p for p in (env.get("LD_LIBRARY_PATH"), LAMBDA_LD_LIBRARY_PATH) if p
+                ),
             }
         )
         env.update(self._user_env)

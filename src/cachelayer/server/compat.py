@@ -30,8 +30,8 @@ COMPAT_PATHS: Tuple[str, ...] = (PARAMETERS_PATH, SECRETS_PATH)
 
 Headers = List[Tuple[str, str]]
 
-_PARAMETER_ARGS = ("name", "version", "label", "withDecryption")
-_SECRET_ARGS = ("secretId", "versionId", "versionStage")
+_PARAMETER_ARGS = ("name", "version", "label", "withDecryption", "refreshNow")
+_SECRET_ARGS = ("secretId", "versionId", "versionStage", "refreshNow")
 _REFERENCE_PREFIX = "/aws/reference/secretsmanager/"
 # arn:<partition>:ssm:<region>:<account>:parameter/<name without its leading slash>
 _PARAMETER_ARN = re.compile(
@@ -79,11 +79,22 @@ def _headers(lookup: Lookup) -> Headers:
     ]
 
 
-async def _read(app: Any, route: str, params: Mapping[str, str]) -> Lookup:
-    """Resolve through the router and read through the cache."""
+async def _read(app: Any, route: str, params: Mapping[str, str], refresh: bool = False) -> Lookup:
+    """Resolve through the router and read through the cache (``refresh``: fetch now)."""
     provider, item = app.router.resolve(route, params)
-    lookup: Lookup = await app.cache.get(provider, item)
+    lookup: Lookup = await app.cache.get(provider, item, refresh=refresh)
     return lookup
+
+
+def _refresh_now(params: Mapping[str, str]) -> bool:
+    """AWS's extension's ``refreshNow``: ``true`` fetches the key from upstream now."""
+    raw = params.get("refreshNow")
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value not in ("true", "false"):
+        raise BadRequestError(f"refreshNow must be true or false, got {raw[:40]!r}")
+    return value == "true"
 
 
 def _check_args(params: Mapping[str, str], allowed: Tuple[str, ...], path: str) -> None:
@@ -134,6 +145,7 @@ def _split_selector(name: str) -> Tuple[str, Optional[str]]:
 
 async def _get_parameter(app: Any, params: Mapping[str, str]) -> Lookup:
     _check_args(params, _PARAMETER_ARGS, PARAMETERS_PATH)
+    refresh = _refresh_now(params)
     raw_name = _required(params, "name", PARAMETERS_PATH)
     name, selector = _split_selector(raw_name)
     native: Dict[str, str] = {}
@@ -156,20 +168,20 @@ async def _get_parameter(app: Any, params: Mapping[str, str]) -> Lookup:
 
     arn = split_parameter_arn(name)
     if arn is None:
-        return await _read(app, "parameters", {"name": name, **native})
+        return await _read(app, "parameters", {"name": name, **native}, refresh)
     # Read by plain name so an ARN and a name share one cache entry; the ARN in the answer
     # tells whether that was the same parameter (same region and account). If it was not (a
     # parameter shared from another account, or another region), ask SSM with the full ARN.
     region, account, plain = arn
     try:
-        lookup = await _read(app, "parameters", {"name": plain, **native})
+        lookup = await _read(app, "parameters", {"name": plain, **native}, refresh)
     except NotFoundError:
         lookup = None
     if lookup is not None and _same_parameter(
         lookup.value.metadata.get("ARN"), region, account, plain
     ):
         return lookup
-    return await _read(app, "parameters", {"name": name, **native})
+    return await _read(app, "parameters", {"name": name, **native}, refresh)
 
 
 def _same_parameter(found_arn: Any, region: str, account: str, plain: str) -> bool:
@@ -200,13 +212,14 @@ def parameter_document(metadata: Mapping[str, Any]) -> Dict[str, Any]:
 
 async def _get_secret(app: Any, params: Mapping[str, str]) -> Lookup:
     _check_args(params, _SECRET_ARGS, SECRETS_PATH)
+    refresh = _refresh_now(params)
     secret_id = _required(params, "secretId", SECRETS_PATH)
     # Secrets Manager takes names, full ARNs and partial ARNs as SecretId: pass them as is.
     native = {"name": secret_id}
     for key in ("versionId", "versionStage"):
         if key in params:
             native[key] = params[key]
-    return await _read(app, "secrets", native)
+    return await _read(app, "secrets", native, refresh)
 
 
 def secret_document(metadata: Mapping[str, Any]) -> Dict[str, Any]:

@@ -668,6 +668,8 @@ class HttpConnection(asyncio.Protocol):
                 )
                 return
             route = params.get("route")
+            if route is not None and route.startswith("/"):
+                route = route[1:]  # "/parameters" as the URL writes it, or "parameters"
             name = params.get("name")
             if route == "" or name == "":
                 error(
