@@ -41,13 +41,14 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 def ready_and_rss(
-    layer: Path, *, standalone: bool, rounds: int, work: Path
+    layer: Path, *, standalone: bool, rounds: int, work: Path, arch: str = "x86_64"
 ) -> Tuple[float, float, float]:
     """Median ms from spawn to ready (first /event/next, after prefetching the sample), median
     and max peak RSS (MB) of the extension under the emulator, against moto on loopback.
 
     A Python-runtime layer runs on this machine's interpreter (as on Lambda's python runtime);
-    a standalone one in an empty root (busybox sh and the layer only).
+    a standalone one in an empty root (busybox sh and the layer only); arm64 under qemu-user,
+    whose figures say what emulation costs, not what Graviton does.
     """
     from cachelayer.local import LocalLambda
     from cachelayer.testing import empty_root
@@ -69,9 +70,10 @@ def ready_and_rss(
                 root = work / f"root{i}"
                 empty_root.make_root(root, layer, SAMPLE_CONFIG_YAML)
                 extensions = work / f"extensions{i}"
-                empty_root.write_wrapper(
-                    extensions, "cachelayer", empty_root.enter(root, ["/opt/extensions/cachelayer"])
-                )
+                argv = empty_root.extension_argv(root, arch)
+                if argv[0] != "/opt/extensions/cachelayer":
+                    env.update(empty_root.LAUNCHER_ENV)
+                empty_root.write_wrapper(extensions, "cachelayer", empty_root.enter(root, argv))
             else:
                 unpacked = work / f"layer{i}"
                 empty_root.make_root(unpacked, layer)
@@ -92,6 +94,7 @@ def ready_and_rss(
                 handler_dir=work,
                 env=env,
                 on_spawn=on_spawn,
+                init_timeout_s=120.0,
             ) as fn:
                 report = fn.init_reports[-1]
                 if not report.ok:
@@ -194,6 +197,14 @@ def startup_table(
             path, standalone=label == "standalone", rounds=rounds, work=scratch
         )
         shutil.rmtree(scratch, ignore_errors=True)
+    arm = prebuilt.get((STANDALONE, "arm64"))
+    if arm is not None and shutil.which("qemu-aarch64-static"):
+        scratch = work / "run-arm64"
+        scratch.mkdir()
+        figures["standalone arm64 (qemu)"] = ready_and_rss(
+            arm, standalone=True, rounds=rounds, work=scratch, arch="arm64"
+        )
+        shutil.rmtree(scratch, ignore_errors=True)
     py, sa = figures["python"], figures["standalone"]
     print(
         f"layers under the emulator, x86_64, median of {rounds}; ready = registered and the "
@@ -202,6 +213,12 @@ def startup_table(
     print(f"{'':18}{HOST_PYTHON + ' layer':>18}{'standalone':>14}{'ratio':>8}")
     print(f"{'ready (ms)':18}{py[0]:>18.1f}{sa[0]:>14.1f}{sa[0] / py[0]:>7.2f}x  (target <= 1.2x)")
     print(f"{'peak RSS (MB)':18}{py[1]:>18.1f}{sa[1]:>14.1f}{sa[1] / py[1]:>7.2f}x")
+    emulated = figures.get("standalone arm64 (qemu)")
+    if emulated:
+        print(
+            f"standalone arm64 under qemu-user (emulation, not Graviton): ready "
+            f"{emulated[0]:.1f} ms, peak RSS {emulated[1]:.1f} MB (qemu's own memory included)"
+        )
     return figures
 
 

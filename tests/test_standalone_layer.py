@@ -469,31 +469,11 @@ class TestArm64UnderQemu:
         sample. binfmt_misc is not assumed (a shared kernel setting): qemu is started on the
         interpreter explicitly, with the launcher's own arguments, so the arch-independent
         launcher itself is what the x86_64 test covers."""
-        qemu = shutil.which("qemu-aarch64-static")
-        assert qemu is not None
         root = _root_with_layer(tmp_path, arm_layer["zip"])
-        shutil.copyfile(qemu, root / "bin" / "qemu-aarch64-static")
-        (root / "bin" / "qemu-aarch64-static").chmod(0o755)
         seed_sample(aws)
         port = free_port()
-        launcher = (root / "opt" / "extensions" / "cachelayer").read_text()
-        snippet = launcher.split("-c '", 1)[1].split("'", 1)[0]
-        env = _extension_env(aws, port)
-        # What the launcher does before exec'ing the interpreter: no LD_*, no PYTHON*, the CAs.
-        env["SSL_CERT_FILE"] = "/opt/cachelayer/python-runtime/ssl/cert.pem"
-        argv = [
-            "/bin/qemu-aarch64-static",
-            "/opt/cachelayer/python-runtime/bin/python3.11",
-            "-I",
-            "-S",
-            "-u",
-            "-B",
-            "-c",
-            snippet,
-            "/opt/cachelayer",
-            "--name",
-            "cachelayer",
-        ]
+        argv = empty_root.extension_argv(root, "arm64")
+        env = {**_extension_env(aws, port), **empty_root.LAUNCHER_ENV}
         extensions = tmp_path / "extensions"
         empty_root.write_wrapper(extensions, "cachelayer", empty_root.enter(root, argv))
         with LocalLambda(

@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import List, Mapping, Optional, Sequence
 
+from cachelayer.layer_builder.runtime_bundle import RUNTIME_DIR as BUNDLE
 from cachelayer.layer_builder.runtime_bundle import elf_interpreter
 
 # (name, major, minor) of the character devices a process may open.
@@ -136,3 +137,40 @@ def write_wrapper(
     path.write_text(f"#!/bin/sh\nexec {quoted}\n")
     path.chmod(0o755)
     return path
+
+
+def extension_argv(root: Path, arch: str) -> List[str]:
+    """argv, inside ``root``, that starts the layer's extension for ``arch``.
+
+    Natively that is the launcher. For another architecture the kernel would need binfmt_misc
+    (a machine-wide setting this does not touch), so qemu-user is copied into the root and run
+    on the bundled interpreter with the launcher's own arguments, in the environment the
+    launcher would give it (set by the caller: no LD_*, no PYTHON*, SSL_CERT_FILE).
+    """
+    host = {"x86_64": "x86_64", "aarch64": "arm64"}.get(os.uname().machine)
+    if arch == host:
+        return ["/opt/extensions/cachelayer"]
+    qemu = shutil.which("qemu-aarch64-static") if arch == "arm64" else None
+    if qemu is None:
+        raise RuntimeError(f"cannot run {arch} code here: apt-get install qemu-user-static")
+    shutil.copyfile(qemu, root / "bin" / "qemu-aarch64-static")
+    (root / "bin" / "qemu-aarch64-static").chmod(0o755)
+    launcher = (root / "opt" / "extensions" / "cachelayer").read_text()
+    snippet = launcher.split("-c '", 1)[1].split("'", 1)[0]
+    return [
+        "/bin/qemu-aarch64-static",
+        f"/opt/cachelayer/{BUNDLE}/bin/python3.11",
+        "-I",
+        "-S",
+        "-u",
+        "-B",
+        "-c",
+        snippet,
+        "/opt/cachelayer",
+        "--name",
+        "cachelayer",
+    ]
+
+
+LAUNCHER_ENV = {"SSL_CERT_FILE": f"/opt/cachelayer/{BUNDLE}/ssl/cert.pem"}
+"""What the launcher exports for the bundled interpreter (it also unsets LD_* and PYTHON*)."""
