@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
     step "creating .venv with $PYTHON"
     "$PYTHON" -m venv .venv
 fi
-bash scripts/ci/install-standalone.sh
+[ ! -f scripts/ci/install-standalone.sh ] || bash scripts/ci/install-standalone.sh  # Debian tools: standalone layer
 extras=""
 for pkg in contrib/cachelayer-s3 contrib/cachelayer-appconfig; do
     [ -f "$pkg/pyproject.toml" ] && extras="$extras -e $pkg"
