@@ -19,7 +19,7 @@ import attrs
 from cachelayer.layer_builder import archive, bytecode, prune, runtime_bundle, wheels
 from cachelayer.layer_builder.errors import LayerBuildError
 from cachelayer.layer_builder.installer import Pip, install_args
-from cachelayer.layer_builder.targets import Target
+from cachelayer.layer_builder.targets import ELF_MACHINES, Target
 
 EXTENSION_NAME = "cachelayer"
 """The launcher's file name in ``extensions/``: Lambda registers the extension under it."""
@@ -153,7 +153,6 @@ class LayerBuilder:
     _progress: Callable[[str], None] = lambda line: None
     _python: str = sys.executable
     _environ: Optional[Mapping[str, str]] = None
-    _bundle_debs: Tuple[runtime_bundle.Deb, ...] = ()
 
     def build(self, request: BuildRequest) -> BuildResult:
         """Build the layer ``request`` describes; raise ``LayerBuildError`` on any failure."""
@@ -266,7 +265,6 @@ class LayerBuilder:
         )
         cache = request.deb_cache or runtime_bundle.default_cache_dir(self._environ)
         debs = runtime_bundle.fetch_debs(arch, cache, self._progress, self._environ)
-        self._bundle_debs = tuple(debs)
         bundle = runtime_bundle.RuntimeBundle(arch, site, self._progress, self._environ)
         bundle.assemble(debs, work)
         return bundle
@@ -275,11 +273,8 @@ class LayerBuilder:
         self, request: BuildRequest, bundle: runtime_bundle.RuntimeBundle, stage: Path
     ) -> Dict[str, Any]:
         """Prune the bundled stdlib to what the layer imports, compile, check every ELF file."""
-        how = (
-            ""
-            if bundle.command()[0].endswith(runtime_bundle.LOADER[bundle.arch])
-            else (f" (under {Path(bundle.command()[0]).name})")
-        )
+        emulator = bundle.emulator()
+        how = f" (under {Path(emulator).name})" if emulator else ""
         self._progress(
             f"      running the bundled interpreter{how} to record what the layer imports"
         )
@@ -299,8 +294,6 @@ class LayerBuilder:
             )
             bundle.compile_stdlib()
             bundle.compile_packages()
-        from cachelayer.layer_builder.targets import ELF_MACHINES
-
         count = runtime_bundle.check_elf_files(stage, ELF_MACHINES[bundle.arch])
         libraries = sorted(p.name for p in bundle.lib.iterdir() if p.is_file())
         self._progress(
@@ -309,7 +302,7 @@ class LayerBuilder:
         )
         report = runtime_bundle.BundleReport(
             version=found["version"],
-            debs=self._bundle_debs,
+            debs=bundle.debs,
             stdlib_before=before,
             stdlib_after=after,
             modules_kept=tuple(kept),

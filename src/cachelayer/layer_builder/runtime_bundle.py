@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import attrs
 
@@ -184,9 +184,9 @@ def _candidate(package: str, env: Mapping[str, str]) -> Tuple[str, str]:
     if done.returncode != 0 or "Version" not in fields:
         arch = package.rsplit(":", 1)[-1]
         hint = (
-            f"; apt has no {arch} package lists: run `dpkg --add-architecture {arch} && "
+            f"; if apt has no {arch} package lists, run `dpkg --add-architecture {arch} && "
             "apt-get update` (scripts/ci/install-standalone.sh does)"
-            if arch not in ("all", "amd64")
+            if arch != package
             else "; run `apt-get update`"
         )
         raise LayerBuildError(
@@ -200,7 +200,7 @@ def _candidate(package: str, env: Mapping[str, str]) -> Tuple[str, str]:
 def fetch_debs(
     arch: str,
     cache: Path,
-    progress: Any,
+    progress: Callable[[str], None],
     environ: Optional[Mapping[str, str]] = None,
 ) -> List[Deb]:
     """Download (or reuse from ``cache``) the bundle's packages for ``arch``; verify each SHA256."""
@@ -326,11 +326,12 @@ class RuntimeBundle:
 
     arch: str
     site: Path
-    _progress: Any = lambda line: None
+    _progress: Callable[[str], None] = lambda line: None
     _environ: Optional[Mapping[str, str]] = None
     _version: str = ""
     _library_dirs: List[Path] = attrs.field(factory=list)
     _unpacked: Path = Path("/nonexistent")
+    debs: Tuple[Deb, ...] = ()
 
     @property
     def root(self) -> Path:
@@ -358,6 +359,7 @@ class RuntimeBundle:
         """Unpack ``debs``, lay out interpreter, stdlib, libraries and CA file; patch the ELFs."""
         patchelf = _need_tool("patchelf", "patchelf")
         unpacked = self._unpacked = work / "debs"
+        self.debs = tuple(debs)
         for deb in debs:
             _run(["dpkg-deb", "-x", str(deb.path), str(unpacked)], what=f"unpacking {deb.name}")
         triplet = TRIPLET[self.arch]
@@ -525,23 +527,26 @@ class RuntimeBundle:
 
     # -- running it at build time -----------------------------------------------------------
 
+    def emulator(self) -> Optional[str]:
+        """qemu-user to run the bundle's machine code on this machine, or None when native."""
+        if HOST_ARCH.get(os.uname().machine) == self.arch:
+            return None
+        names = QEMU.get(self.arch, ())
+        found = next((shutil.which(n) for n in names if shutil.which(n)), None)
+        if found is None:
+            raise LayerBuildError(
+                f"building an {self.arch} layer on {os.uname().machine} runs the bundled "
+                f"interpreter under qemu-user, and none of {', '.join(names) or '-'} is on "
+                "PATH: apt-get install qemu-user-static (scripts/ci/install-standalone.sh)"
+            )
+        return found
+
     def command(self) -> List[str]:
         """argv prefix that runs the staged interpreter on this machine: through its own loader
         (the ``/opt`` paths do not exist here), under qemu-user for another architecture."""
-        host = HOST_ARCH.get(os.uname().machine)
-        prefix: List[str] = []
-        if host != self.arch:
-            names = QEMU.get(self.arch, ())
-            found = next((shutil.which(n) for n in names if shutil.which(n)), None)
-            if found is None:
-                raise LayerBuildError(
-                    f"building an {self.arch} layer on {os.uname().machine} runs the bundled "
-                    f"interpreter under qemu-user, and none of {', '.join(names) or '-'} is on "
-                    "PATH: apt-get install qemu-user-static (scripts/ci/install-standalone.sh)"
-                )
-            prefix = [found]
+        emulator = self.emulator()
         return [
-            *prefix,
+            *([emulator] if emulator else []),
             str(self.lib / LOADER[self.arch]),
             "--library-path",
             str(self.lib),
