@@ -9,9 +9,10 @@ if [ ! -x .venv/bin/python ]; then
     step "creating .venv with $PYTHON"
     "$PYTHON" -m venv .venv
 fi
-[ ! -f scripts/ci/install-standalone.sh ] || bash scripts/ci/install-standalone.sh  # Debian tools: standalone layer
+if [ -f scripts/ci/install-standalone.sh ]; then bash scripts/ci/install-standalone.sh; fi  # Debian tools: standalone layer
+if [ -f scripts/ci/install-databases.sh ]; then bash scripts/ci/install-databases.sh; fi  # PostgreSQL, MariaDB for cachelayer-rds tests
 extras=""
-for pkg in contrib/cachelayer-s3 contrib/cachelayer-appconfig; do
+for pkg in contrib/cachelayer-s3 contrib/cachelayer-appconfig contrib/cachelayer-rds; do
     [ -f "$pkg/pyproject.toml" ] && extras="$extras -e $pkg"
 done
 # What the install depends on: the interpreter, the packages installed and their pyproject files.

@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 paths="tests"
-for pkg in contrib/cachelayer-s3 contrib/cachelayer-appconfig; do
+for pkg in contrib/cachelayer-s3 contrib/cachelayer-appconfig contrib/cachelayer-rds; do
     [ -d "$pkg/tests" ] && paths="$paths $pkg/tests"
 done
 # Lint and types first: quick, and a failure there is as real as a failing test.

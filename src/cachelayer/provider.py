@@ -96,10 +96,17 @@ class ProviderContext:
     ``client(service, region)`` returns a shared, thread-safe boto3 client built with the core's
     timeouts and retry policy and ``AWS_ENDPOINT_URL`` honoured; ``region`` ``None`` means the
     default region. ``default_region`` is ``AWS_REGION``/``AWS_DEFAULT_REGION``.
+
+    ``read(route, name)`` reads another provider's value through the core's cache, as
+    ``GET /<route>?name=<name>`` would (TTL, single-flight, stale-if-error, stats), e.g. a
+    database password from ``("secrets", "app-db-password")``. Call it only from ``fetch`` or
+    ``refresh`` (it blocks its worker thread until the value is there); it raises the errors
+    that route would answer with. ``None`` where there is no core (a bare test context).
     """
 
     client: Callable[[str, Optional[str]], Any]
     default_region: Optional[str] = None
+    read: Optional[Callable[[str, str], Value]] = None
 
 
 @runtime_checkable

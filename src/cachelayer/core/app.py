@@ -12,6 +12,7 @@ import attrs
 from cachelayer.core.cache import Cache, CachePolicy, PrefetchReport, current_route
 from cachelayer.core.config import Settings, line_of, load_settings, plugin_filters
 from cachelayer.core.metrics import EmfMetrics
+from cachelayer.core.reads import CacheReader
 from cachelayer.core.router import Router
 from cachelayer.errors import CachelayerError, ConfigError
 from cachelayer.plugins import (
@@ -127,7 +128,8 @@ class Application:
                 on_call=lambda service, operation: cache.count_upstream_call(current_route()),
             )
         region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
-        context = ProviderContext(client=client_factory, default_region=region)
+        reader = CacheReader(cache)  # given the router below, once the providers are configured
+        context = ProviderContext(client=client_factory, default_region=region, read=reader)
         for name, info in sorted(registry.by_name.items()):
             try:
                 info.provider.configure(settings.sections.get(name), context)
@@ -153,6 +155,7 @@ class Application:
                     key=name,
                 ) from exc
         router = Router({route: info.provider for route, info in registry.by_route.items()})
+        reader.router = router
         metrics = None
         if settings.cache.metrics == "emf":
             metrics = EmfMetrics(

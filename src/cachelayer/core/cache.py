@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import random
 import threading
@@ -46,10 +47,19 @@ RETRY_CAP = 60.0
 
 _current = threading.local()
 
+# Set in the tasks of ``ProviderContext.read``: a fetch they start runs on the nested executor,
+# because the reader holds a worker of the main one while it waits (all of them, at worst).
+nested_read: contextvars.ContextVar[bool] = contextvars.ContextVar("nested_read", default=False)
+
 
 def current_route() -> Optional[str]:
     """The route whose provider is running in this worker thread (for counting AWS calls)."""
     return getattr(_current, "route", None)
+
+
+def current_loop() -> Optional[asyncio.AbstractEventLoop]:
+    """The event loop that started the provider call running in this worker thread, if any."""
+    return getattr(_current, "loop", None)
 
 
 class Lookup(NamedTuple):
@@ -152,6 +162,7 @@ class Cache:
         self.policy = policy
         self._clock = clock
         self._executor = executor or ThreadPoolExecutor(16, thread_name_prefix="cachelayer-fetch")
+        self._nested_executor: Optional[ThreadPoolExecutor] = None  # made on the first read
         self._rng = rng or random.Random()
         self._entries: collections.OrderedDict[Key, Entry] = collections.OrderedDict()
         self._bytes = 0
@@ -266,17 +277,23 @@ class Cache:
         # them, so it never inserts into the dict while ``stats()`` iterates it.
         if route not in self._stats:
             self._stats[route] = RouteStats()
-        return asyncio.get_running_loop().run_in_executor(
-            self._executor, self._call_provider, fn, route, *args
-        )
+        loop = asyncio.get_running_loop()
+        executor = self._executor
+        if nested_read.get():
+            if self._nested_executor is None:
+                self._nested_executor = ThreadPoolExecutor(4, thread_name_prefix="cachelayer-read")
+            executor = self._nested_executor
+        return loop.run_in_executor(executor, self._call_provider, fn, route, loop, *args)
 
-    def _call_provider(self, fn: Callable[..., Any], route: str, *args: Any) -> Any:
-        _current.route = route
+    def _call_provider(
+        self, fn: Callable[..., Any], route: str, loop: asyncio.AbstractEventLoop, *args: Any
+    ) -> Any:
+        _current.route, _current.loop = route, loop
         _current.calls = 0
         try:
             return fn(*args)
         finally:
-            _current.route = None
+            _current.route = _current.loop = None
             if not _current.calls:
                 # A provider that calls no AWS client (HTTP, a database, a file): its call
                 # is the upstream call.
@@ -517,3 +534,5 @@ class Cache:
     def close(self) -> None:
         """Stop the worker threads without waiting for calls in flight."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._nested_executor is not None:
+            self._nested_executor.shutdown(wait=False, cancel_futures=True)
