@@ -172,6 +172,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--parameters", type=int, default=100)
+    parser.add_argument(
+        "--no-layers",
+        dest="layers",
+        action="store_false",
+        help="skip building the Python-runtime and standalone layers and timing them",
+    )
     args = parser.parse_args()
     # moto's request log would bury the table.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -273,6 +279,18 @@ def main() -> None:
         f"{median('more', 'cpu_s'):.3f} s ({3 + args.parameters} items); "
         f"minimal {median('minimal', 'cpu_s'):.3f} s"
     )
+    if args.layers:
+        standalone_section(args.rounds)
+
+
+def standalone_section(rounds: int) -> None:
+    """The built layers themselves: the Python-runtime one beside the standalone one (its own
+    CPython and C library, run in an empty root); see bench_layer.startup_table."""
+    import bench_layer  # beside this file; bench/ is on sys.path when run as a script
+
+    print()
+    with tempfile.TemporaryDirectory(prefix="bench-layers-") as tmp:
+        bench_layer.startup_table(Path(tmp), rounds)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ if [ ! -x .venv/bin/python ]; then
     step "creating .venv with $PYTHON"
     "$PYTHON" -m venv .venv
 fi
-if [ -f scripts/ci/install-databases.sh ]; then bash scripts/ci/install-databases.sh; fi  # PostgreSQL, MariaDB for cachelayer-rds tests
 extras=""
 for pkg in contrib/cachelayer-s3 contrib/cachelayer-appconfig contrib/cachelayer-rds; do
     [ -f "$pkg/pyproject.toml" ] && extras="$extras -e $pkg"
@@ -32,4 +31,3 @@ else
     .venv/bin/python -m pip install --quiet -e '.[dev]' $extras
     echo "$stamp" >"$stamp_file"
 fi
-if [ -f scripts/ci/install-redis.sh ]; then bash scripts/ci/install-redis.sh; fi

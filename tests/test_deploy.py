@@ -115,10 +115,23 @@ class TestTemplate:
         layer = res["CacheLayer"]["Properties"]["ContentUri"]
         readme = (TEMPLATE.parent / "README.md").read_text()
         assert f"-o {Path(layer).relative_to('..')}" in readme
-        meta = res["NodeFunction"]["Metadata"]
-        dockerfile = (TEMPLATE.parent / meta["DockerContext"] / meta["Dockerfile"]).resolve()
-        for src in re.findall(r"^COPY (.+) \S+$", dockerfile.read_text(), re.M):
-            for path in src.split():
-                if not path.startswith("build/"):  # build/ is made by `cachelayer layer build`
-                    assert (ROOT / path).exists(), path
-        assert "-o build/cachelayer-node-layer" in readme
+        node = res["NodeFunction"]["Properties"]
+        code = TEMPLATE.parent / node["CodeUri"]
+        assert (code / "index.mjs").is_file() and (code / "config.yaml").is_file()
+        standalone = res["NodeCacheLayer"]["Properties"]["ContentUri"]
+        assert f"-o {Path(standalone).relative_to('..')}" in readme
+
+    def test_node_function_is_a_plain_nodejs_function_with_the_standalone_layer(
+        self, template: Dict[str, Any]
+    ) -> None:
+        """No container image: nodejs22.x with the layer built for nodejs22.x, which says so."""
+        res = template["Resources"]
+        node = res["NodeFunction"]["Properties"]
+        assert node["Runtime"] == "nodejs22.x" and "PackageType" not in node
+        assert "Metadata" not in res["NodeFunction"]
+        assert node["Layers"] == [{"Ref": "NodeCacheLayer"}]
+        layer = res["NodeCacheLayer"]["Properties"]
+        assert layer["CompatibleRuntimes"] == ["nodejs22.x"]
+        readme = (TEMPLATE.parent / "README.md").read_text()
+        assert "--runtime nodejs22.x" in readme
+        assert not (TEMPLATE.parent / "node-image").exists()

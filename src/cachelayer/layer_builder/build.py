@@ -16,10 +16,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
-from cachelayer.layer_builder import archive, bytecode, lean, prune, wheels
+from cachelayer.layer_builder import archive, bytecode, lean, prune, runtime_bundle, wheels
 from cachelayer.layer_builder.errors import LayerBuildError
 from cachelayer.layer_builder.installer import Pip, install_args
-from cachelayer.layer_builder.targets import Target
+from cachelayer.layer_builder.targets import ELF_MACHINES, Target
 
 EXTENSION_NAME = "cachelayer"
 """The launcher's file name in ``extensions/``: Lambda registers the extension under it."""
@@ -61,6 +61,8 @@ class BuildRequest:
     compile_bytecode: Optional[bool] = None
     # The interpreter that compiles the bytecode (None: find one of the target's version).
     python: Optional[str] = None
+    # Where downloaded Debian packages are kept (standalone layers); None: the user's cache.
+    deb_cache: Optional[Path] = None
 
 
 @attrs.frozen
@@ -131,6 +133,19 @@ def load_launcher() -> str:
         ) from None
 
 
+def _tool_version(name: str) -> str:
+    """``patchelf 0.14.3``: the version a build tool reports, recorded with the build."""
+    try:
+        done = subprocess.run([name, "--version"], capture_output=True, text=True, timeout=30)
+    except OSError:
+        return "unknown"
+    return (
+        (done.stdout.strip() or done.stderr.strip()).splitlines()[0]
+        if done.returncode == 0
+        else "unknown"
+    )
+
+
 @attrs.define
 class LayerBuilder:
     """Builds layers. ``progress`` receives one human line per step (the CLI prints them)."""
@@ -172,6 +187,9 @@ class LayerBuilder:
             pip.run(args, what="installing the layer's packages", cwd=cwd, target=request.target)
             self._check_entry_points(self._installed(site, with_names))
             self._write_launcher(stage)
+            bundle = None
+            if request.target.standalone:
+                bundle = self._bundle(request, site, work)
             before = self._measure(stage, work / "before.zip")
             self._progress(
                 f"      before pruning: {archive.human_size(before.zipped)} zipped, "
@@ -205,8 +223,14 @@ class LayerBuilder:
                 f"      kept {len(report.services_kept)} service models, removed "
                 f"{report.services_removed} models and {report.files_removed} other files"
             )
-            self._compile(request, stage, site)
+            interpreter: Optional[Dict[str, Any]] = None
+            if bundle is not None:
+                interpreter = self._finish_bundle(request, bundle, stage)
+            else:
+                self._compile(request, stage, site)
             meta = self._metadata(request, site, found, services)
+            if interpreter is not None:
+                meta["interpreter"] = interpreter
             (site / METADATA_FILE).write_text(
                 json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8"
             )
@@ -232,6 +256,63 @@ class LayerBuilder:
         )
 
     # -- steps ---------------------------------------------------------------------------
+
+    def _bundle(
+        self, request: BuildRequest, site: Path, work: Path
+    ) -> runtime_bundle.RuntimeBundle:
+        """Fetch and lay out the bundled CPython and C library (standalone layers)."""
+        arch = request.target.arch
+        self._progress(
+            f"      bundling CPython {request.target.python_version} and glibc for {arch} "
+            "from Debian 12 packages"
+        )
+        cache = request.deb_cache or runtime_bundle.default_cache_dir(self._environ)
+        debs = runtime_bundle.fetch_debs(arch, cache, self._progress, self._environ)
+        bundle = runtime_bundle.RuntimeBundle(arch, site, self._progress, self._environ)
+        bundle.assemble(debs, work)
+        return bundle
+
+    def _finish_bundle(
+        self, request: BuildRequest, bundle: runtime_bundle.RuntimeBundle, stage: Path
+    ) -> Dict[str, Any]:
+        """Prune the bundled stdlib to what the layer imports, compile, check every ELF file."""
+        emulator = bundle.emulator()
+        how = f" (under {Path(emulator).name})" if emulator else ""
+        self._progress(
+            f"      running the bundled interpreter{how} to record what the layer imports"
+        )
+        found = bundle.record_imports()
+        before, after, kept = bundle.prune_stdlib(found["stdlib"])
+        bundle.prune_libraries()
+        self._progress(
+            f"      standard library: {archive.human_size(before)} -> {archive.human_size(after)} "
+            f"({len(kept)} top-level modules kept)"
+        )
+        if request.compile_bytecode is False:
+            self._progress("      bytecode: not compiled (--no-compile)")
+        else:
+            ignored = f" (not --python {request.python})" if request.python else ""
+            self._progress(
+                f"      bytecode: compiling with the bundled CPython {found['version']}{ignored}"
+            )
+            bundle.compile_stdlib()
+            bundle.compile_packages()
+        count = runtime_bundle.check_elf_files(stage, ELF_MACHINES[bundle.arch])
+        libraries = sorted(p.name for p in bundle.lib.iterdir() if p.is_file())
+        self._progress(
+            f"      {count} ELF files, all {bundle.arch}, loader inside the layer; "
+            f"libraries: {', '.join(libraries)}"
+        )
+        report = runtime_bundle.BundleReport(
+            version=found["version"],
+            debs=bundle.debs,
+            stdlib_before=before,
+            stdlib_after=after,
+            modules_kept=tuple(kept),
+            libraries=tuple(libraries),
+            tools={"patchelf": _tool_version("patchelf"), "openssl": found["openssl"]},
+        )
+        return report.metadata(bundle.arch)
 
     def _compile(self, request: BuildRequest, stage: Path, site: Path) -> None:
         if request.compile_bytecode is False:
@@ -413,7 +494,7 @@ class LayerBuilder:
             "runtime": request.target.runtime,
             "python_version": request.target.python_version,
             "architecture": request.target.arch,
-            "compatible_runtimes": [request.target.runtime],
+            "compatible_runtimes": request.target.compatible_runtimes,
             "compatible_architectures": [request.target.arch],
             "providers": list(found["providers"]),
             "services": list(services),

@@ -10,7 +10,13 @@ from typing import Any, List, Optional, TextIO
 
 from cachelayer.layer_builder import archive
 from cachelayer.layer_builder.errors import LayerBuildError
-from cachelayer.layer_builder.targets import ARCHITECTURES, RUNTIMES, Target
+from cachelayer.layer_builder.targets import (
+    ANY_RUNTIME,
+    ARCHITECTURES,
+    RUNTIMES,
+    STANDALONE_RUNTIMES,
+    Target,
+)
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -37,7 +43,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--runtime",
         required=True,
         metavar="RUNTIME",
-        help=f"the function's Python runtime: {', '.join(RUNTIMES)}",
+        help=f"the function's runtime: {', '.join(RUNTIMES)} (a layer for that Python), or "
+        f"{', '.join(STANDALONE_RUNTIMES)}, {ANY_RUNTIME} (the layer carries its own CPython "
+        "and C library, built from Debian 12 packages)",
     )
     build.add_argument(
         "--arch",
@@ -202,6 +210,18 @@ def run_build(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = 
     providers = ", ".join(f"{p['name']} (/{p['route']})" for p in result.metadata["providers"])
     print(f"  providers: {providers}", file=out)
     print(f"  services:  {', '.join(result.metadata['services']) or '-'}", file=out)
+    interpreter = result.metadata.get("interpreter")
+    if interpreter:
+        before = archive.human_size(interpreter["stdlib_bytes_before_pruning"])
+        after = archive.human_size(interpreter["stdlib_bytes_after_pruning"])
+        debs = ", ".join(f"{p['name']} {p['version']}" for p in interpreter["packages"])
+        print(
+            f"  python:    CPython {interpreter['version']} ({interpreter['libc']}) at "
+            f"{interpreter['path']}",
+            file=out,
+        )
+        print(f"  stdlib:    {before} before pruning, {after} after", file=out)
+        print(f"  from:      {debs}", file=out)
     print(f"  sha256:    {result.sha256}", file=out)
     for w in result.warnings:
         print(f"  warning: {w}", file=out)

@@ -8,6 +8,10 @@ import attrs
 
 from cachelayer.layer_builder.errors import LayerBuildError
 
+# The standalone layer's interpreter and C library (Debian 12's); see runtime_bundle.
+BUNDLED_PYTHON = "3.11"
+BUNDLED_GLIBC = (2, 36)
+
 # Python runtimes Lambda offers, with the glibc of the Amazon Linux they run on: 3.9-3.11 on
 # Amazon Linux 2 (glibc 2.26), 3.12+ on Amazon Linux 2023 (glibc 2.34). The glibc bounds which
 # manylinux wheels run there.
@@ -18,6 +22,42 @@ RUNTIMES: Dict[str, Tuple[int, int]] = {
     "python3.12": (2, 34),
     "python3.13": (2, 34),
 }
+
+# Every other Lambda runtime gets the standalone layer (its own CPython and C library), as does
+# ``any``; its wheels are those of the bundled interpreter.
+STANDALONE_RUNTIMES: Tuple[str, ...] = (
+    "nodejs22.x",
+    "nodejs20.x",
+    "nodejs18.x",
+    "java21",
+    "java17",
+    "java11",
+    "java8.al2",
+    "dotnet8",
+    "ruby3.4",
+    "ruby3.3",
+    "ruby3.2",
+    "provided.al2023",
+    "provided.al2",
+)
+ANY_RUNTIME = "any"
+# What a layer built with ``--runtime any`` declares (PublishLayerVersion takes at most 15).
+ANY_COMPATIBLE: Tuple[str, ...] = (
+    "nodejs22.x",
+    "nodejs20.x",
+    "python3.13",
+    "python3.12",
+    "python3.11",
+    "python3.10",
+    "java21",
+    "java17",
+    "dotnet8",
+    "ruby3.4",
+    "ruby3.3",
+    "provided.al2023",
+    "provided.al2",
+)
+ALL_RUNTIMES: Tuple[str, ...] = (*RUNTIMES, *STANDALONE_RUNTIMES, ANY_RUNTIME)
 
 # Lambda's architecture names and the machine names wheels are tagged with.
 ARCHITECTURES: Dict[str, str] = {"x86_64": "x86_64", "arm64": "aarch64"}
@@ -36,10 +76,11 @@ class Target:
     @classmethod
     def parse(cls, runtime: str, arch: str) -> Target:
         """Validate ``runtime`` and ``arch``; raise ``LayerBuildError`` naming the choices."""
-        if runtime not in RUNTIMES:
+        if runtime not in ALL_RUNTIMES:
             raise LayerBuildError(
-                f"unknown runtime {runtime!r}: the extension runs on Lambda's Python runtimes, "
-                f"pass --runtime one of {', '.join(RUNTIMES)}"
+                f"unknown runtime {runtime!r}: pass --runtime one of {', '.join(RUNTIMES)} (a "
+                f"layer for that Python), or {', '.join(STANDALONE_RUNTIMES)} or "
+                f"{ANY_RUNTIME} (a layer carrying its own Python, for any runtime)"
             )
         if arch not in ARCHITECTURES:
             hint = " (Lambda calls it arm64)" if arch in ("aarch64", "arm") else ""
@@ -51,9 +92,26 @@ class Target:
         return cls(runtime, arch)
 
     @property
+    def standalone(self) -> bool:
+        """The layer carries its own CPython and C library (every runtime but Python's)."""
+        return self.runtime not in RUNTIMES
+
+    @property
     def python_version(self) -> str:
-        """``3.12`` for ``python3.12``."""
+        """``3.12`` for ``python3.12``; the bundled interpreter's for a standalone layer."""
+        if self.standalone:
+            return BUNDLED_PYTHON
         return self.runtime[len("python") :]
+
+    @property
+    def glibc(self) -> Tuple[int, int]:
+        """The glibc the layer's native code runs on: the image's, or the bundled one."""
+        return BUNDLED_GLIBC if self.standalone else RUNTIMES[self.runtime]
+
+    @property
+    def compatible_runtimes(self) -> List[str]:
+        """What ``CompatibleRuntimes`` says when the layer is published."""
+        return list(ANY_COMPATIBLE) if self.runtime == ANY_RUNTIME else [self.runtime]
 
     @property
     def machine(self) -> str:
@@ -67,7 +125,7 @@ class Target:
         pip does not widen ``manylinux_2_X`` tags by itself, so every glibc from the runtime's
         down to 2.17 is listed, then the legacy ``manylinux2014`` alias.
         """
-        major, minor = RUNTIMES[self.runtime]
+        major, minor = self.glibc
         tags = [f"manylinux_{major}_{m}_{self.machine}" for m in range(minor, 16, -1)]
         tags.append(f"manylinux2014_{self.machine}")
         return tags
@@ -79,7 +137,9 @@ class Target:
 
     def describe(self) -> str:
         """Human text: ``python3.12 on arm64 (manylinux, glibc 2.34, aarch64)``."""
-        major, minor = RUNTIMES[self.runtime]
+        major, minor = self.glibc
         glibc = f"{major}.{minor}"
         wheels = f"manylinux wheels up to glibc {glibc}, {self.machine}"
+        if self.standalone:
+            wheels = f"bundled CPython {self.python_version}, " + wheels
         return f"{self.runtime} on {self.arch} ({wheels})"

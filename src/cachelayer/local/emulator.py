@@ -189,6 +189,7 @@ def _peak_rss_mb(pid: int) -> int:
 class LocalLambda:
     """An execution environment: extensions from ``extensions_dir`` and ``awslambdaric`` running
     ``handler`` from ``handler_dir``, driven through the Extensions and Runtime APIs.
+    ``runtime_command`` replaces ``awslambdaric`` with another runtime client's argv.
 
     ``with LocalLambda(...) as fn: fn.invoke(event)``. Logs of every process go to
     ``log_dir`` (a temporary directory by default); ``fn.log(name)`` reads one.
@@ -209,6 +210,7 @@ class LocalLambda:
         log_dir: Optional[os.PathLike[str] | str] = None,
         echo: Optional[Callable[[str], None]] = None,
         on_spawn: Optional[Callable[[str, int], None]] = None,
+        runtime_command: Optional[List[str]] = None,
     ) -> None:
         self.extensions_dir = Path(extensions_dir) if extensions_dir else None
         self.handler = handler
@@ -218,6 +220,9 @@ class LocalLambda:
         self.timeout_s = timeout_s
         self.init_timeout_s = init_timeout_s
         self.runtime_python = runtime_python
+        # Another runtime client (AWS's Node.js one, say) instead of awslambdaric: its argv,
+        # started in handler_dir with the function's environment.
+        self.runtime_command = list(runtime_command) if runtime_command else None
         self._own_log_dir = log_dir is None
         self.log_dir = (
             Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="cachelayer-local-"))
@@ -502,7 +507,7 @@ class LocalLambda:
             self._spawn(
                 "runtime",
                 "runtime",
-                [self.runtime_python, "-m", "awslambdaric", self.handler],
+                self.runtime_command or [self.runtime_python, "-m", "awslambdaric", self.handler],
                 self.function_environment(),
                 self.handler_dir,
             )

@@ -474,7 +474,10 @@ class SharedTier:
             return found, None
         import hashlib  # here: loading OpenSSL's hashes is not free, and only a prefetch needs it
 
-        digest = hashlib.sha256("\n".join(sorted(self.storage_key(i) for i in missing)).encode())
+        # The lease is named after everything asked for, not after what this environment found
+        # missing: an environment that looked while another was still writing its batch would
+        # otherwise take a lease of its own on the remainder and fetch it again.
+        digest = hashlib.sha256("\n".join(sorted(self.storage_key(i) for i in shared)).encode())
         lease_key = f"{self._settings.prefix}lease:prefetch:{digest.hexdigest()}"
         token = base64.b64encode(os.urandom(12))
         try:
@@ -482,6 +485,8 @@ class SharedTier:
         except _Unavailable:
             return found, None
         if won:
+            # The environment that held the lease before may have just written the values.
+            missing = self._lookup_into(counters, missing, found)
             return found, (lease_key, token)
         with self._lock:
             counters.waits += 1
