@@ -8,10 +8,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 from cachelayer_rds.config import parse_url
-from cachelayer_rds.iam import AwsCredentials, IamTokens, db_auth_token
+from cachelayer_rds.iam import IamTokens, db_auth_token
 from cachelayer_rds.sql import QueryError, parse_query
 
 from cachelayer import ConfigError
+from cachelayer.awsjson import Credentials
+from cachelayer.awsjson.credentials import StaticCredentials
 from cachelayer.core.app import Application
 
 ISSUE_EXAMPLE = """\
@@ -193,7 +195,7 @@ class TestIamToken:
                 5432,
                 "app user",
                 "eu-west-1",
-                AwsCredentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token),
+                Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token),
                 moment,
             )
             assert mine == expected
@@ -202,7 +204,9 @@ class TestIamToken:
     def test_tokens_are_reused_then_refreshed_before_expiry(self) -> None:
         """A token is reused for ten minutes and made anew after, well before its 15."""
         now = [datetime.datetime(2026, 1, 1, 0, 0, 0)]
-        tokens = IamTokens(credentials=lambda: AwsCredentials("AK", "SK"), clock=lambda: now[0])
+        tokens = IamTokens(
+            credentials=StaticCredentials(Credentials("AK", "SK")), clock=lambda: now[0]
+        )
         first = tokens.token("h", 5432, "u", "us-east-1")
         now[0] += datetime.timedelta(minutes=9)
         assert tokens.token("h", 5432, "u", "us-east-1") == first
@@ -235,9 +239,10 @@ class TestIamConnection:
             return Recorded()
 
         moment = datetime.datetime(2026, 5, 1, 12, 0, 0)
-        creds = AwsCredentials("AKID", "SECRET", "SESSION")
+        creds = Credentials("AKID", "SECRET", "SESSION")
         provider = RdsProvider(
-            opener=opener, tokens=IamTokens(credentials=lambda: creds, clock=lambda: moment)
+            opener=opener,
+            tokens=IamTokens(credentials=StaticCredentials(creds), clock=lambda: moment),
         )
         host = "db.abc.eu-west-1.rds.amazonaws.com"
         provider.configure(
