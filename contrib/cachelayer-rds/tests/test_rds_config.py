@@ -214,6 +214,58 @@ class TestIamToken:
         renewed = tokens.token("h", 5432, "u", "us-east-1")
         assert renewed != first and "X-Amz-Date=20260101T001100Z" in renewed
 
+    def test_default_credentials_come_from_the_container_endpoint_with_its_token(
+        self, monkeypatch: Any
+    ) -> None:
+        """No keys in the environment: the token is signed with the container endpoint's
+        credentials (fetched with its authorization token, cachelayer.awsjson's source)."""
+        import http.server
+        import json
+        import threading
+
+        seen: List[Optional[str]] = []
+
+        class Endpoint(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append(self.headers.get("Authorization"))
+                body = json.dumps(
+                    {
+                        "AccessKeyId": "ASIACONTAINER",
+                        "SecretAccessKey": "container-secret",
+                        "Token": "container-session",
+                        "Expiration": "2999-01-01T00:00:00Z",
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = http.server.HTTPServer(("127.0.0.1", 0), Endpoint)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+                monkeypatch.delenv(name, raising=False)
+            monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", raising=False)
+            monkeypatch.setenv(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI", f"http://127.0.0.1:{server.server_port}/c"
+            )
+            monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "agent-token")
+            moment = datetime.datetime(2026, 5, 1, 12, 0, 0)
+            tokens = IamTokens(clock=lambda: moment)
+            made = tokens.token("h", 5432, "u", "eu-west-1")
+            again = tokens.token("h2", 5432, "u", "eu-west-1")
+        finally:
+            server.shutdown()
+            server.server_close()
+        expected = Credentials("ASIACONTAINER", "container-secret", "container-session")
+        assert made == db_auth_token("h", 5432, "u", "eu-west-1", expected, moment)
+        assert "X-Amz-Security-Token=container-session" in again
+        assert seen == ["agent-token"]  # fetched once, then kept until close to expiry
+
 
 class TestIamConnection:
     def test_connections_use_a_fresh_token_as_password_over_tls(self) -> None:
