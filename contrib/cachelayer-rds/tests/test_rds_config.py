@@ -8,10 +8,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 from cachelayer_rds.config import parse_url
-from cachelayer_rds.iam import AwsCredentials, IamTokens, db_auth_token
+from cachelayer_rds.iam import IamTokens, db_auth_token
 from cachelayer_rds.sql import QueryError, parse_query
 
 from cachelayer import ConfigError
+from cachelayer.awsjson import Credentials
+from cachelayer.awsjson.credentials import StaticCredentials
 from cachelayer.core.app import Application
 
 ISSUE_EXAMPLE = """\
@@ -193,7 +195,7 @@ class TestIamToken:
                 5432,
                 "app user",
                 "eu-west-1",
-                AwsCredentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token),
+                Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token),
                 moment,
             )
             assert mine == expected
@@ -202,13 +204,67 @@ class TestIamToken:
     def test_tokens_are_reused_then_refreshed_before_expiry(self) -> None:
         """A token is reused for ten minutes and made anew after, well before its 15."""
         now = [datetime.datetime(2026, 1, 1, 0, 0, 0)]
-        tokens = IamTokens(credentials=lambda: AwsCredentials("AK", "SK"), clock=lambda: now[0])
+        tokens = IamTokens(
+            credentials=StaticCredentials(Credentials("AK", "SK")), clock=lambda: now[0]
+        )
         first = tokens.token("h", 5432, "u", "us-east-1")
         now[0] += datetime.timedelta(minutes=9)
         assert tokens.token("h", 5432, "u", "us-east-1") == first
         now[0] += datetime.timedelta(minutes=2)
         renewed = tokens.token("h", 5432, "u", "us-east-1")
         assert renewed != first and "X-Amz-Date=20260101T001100Z" in renewed
+
+    def test_default_credentials_come_from_the_container_endpoint_with_its_token(
+        self, monkeypatch: Any
+    ) -> None:
+        """No keys in the environment: the token is signed with the container endpoint's
+        credentials (fetched with its authorization token, cachelayer.awsjson's source)."""
+        import http.server
+        import json
+        import threading
+
+        seen: List[Optional[str]] = []
+
+        class Endpoint(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append(self.headers.get("Authorization"))
+                body = json.dumps(
+                    {
+                        "AccessKeyId": "ASIACONTAINER",
+                        "SecretAccessKey": "container-secret",
+                        "Token": "container-session",
+                        "Expiration": "2999-01-01T00:00:00Z",
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = http.server.HTTPServer(("127.0.0.1", 0), Endpoint)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+                monkeypatch.delenv(name, raising=False)
+            monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", raising=False)
+            monkeypatch.setenv(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI", f"http://127.0.0.1:{server.server_port}/c"
+            )
+            monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "agent-token")
+            moment = datetime.datetime(2026, 5, 1, 12, 0, 0)
+            tokens = IamTokens(clock=lambda: moment)
+            made = tokens.token("h", 5432, "u", "eu-west-1")
+            again = tokens.token("h2", 5432, "u", "eu-west-1")
+        finally:
+            server.shutdown()
+            server.server_close()
+        expected = Credentials("ASIACONTAINER", "container-secret", "container-session")
+        assert made == db_auth_token("h", 5432, "u", "eu-west-1", expected, moment)
+        assert "X-Amz-Security-Token=container-session" in again
+        assert seen == ["agent-token"]  # fetched once, then kept until close to expiry
 
 
 class TestIamConnection:
@@ -235,9 +291,10 @@ class TestIamConnection:
             return Recorded()
 
         moment = datetime.datetime(2026, 5, 1, 12, 0, 0)
-        creds = AwsCredentials("AKID", "SECRET", "SESSION")
+        creds = Credentials("AKID", "SECRET", "SESSION")
         provider = RdsProvider(
-            opener=opener, tokens=IamTokens(credentials=lambda: creds, clock=lambda: moment)
+            opener=opener,
+            tokens=IamTokens(credentials=StaticCredentials(creds), clock=lambda: moment),
         )
         host = "db.abc.eu-west-1.rds.amazonaws.com"
         provider.configure(

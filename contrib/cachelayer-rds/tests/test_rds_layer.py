@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parent.parent
 class TestLayer:
     def test_layer_carries_the_provider_and_pure_python_drivers(self, tmp_path: Path) -> None:
         """The layer (arm64: built from x86_64 with no native code needed) holds cachelayer_rds,
-        pg8000 and PyMySQL with their dist-info, and the build prints its size."""
+        pg8000 and PyMySQL with their dist-info, and the build prints its size. With the
+        built-in providers it ships no boto3/botocore: the provider uses the core's transport."""
         out = tmp_path / "layer"
         result = subprocess.run(
             [
@@ -45,13 +46,16 @@ class TestLayer:
         root = out / "cachelayer"
         for module in ("cachelayer_rds", "pg8000", "pymysql", "scramp"):
             assert (root / module / "__init__.py").exists(), module
+        assert "boto3 and botocore left out" in result.stdout + result.stderr
+        for module in ("boto3", "botocore", "s3transfer", "jmespath"):
+            assert not (root / module).exists(), module
         # The entry point survives, and the package imports from the layer's own directory.
         code = (
             "import sys; sys.path[:0] = [sys.argv[1]]\n"
             "from importlib.metadata import entry_points\n"
             "eps = {e.name: e.value for e in entry_points(group='cachelayer')}\n"
             "assert eps.get('rds') == 'cachelayer_rds', eps\n"
-            "import cachelayer_rds.drivers, pg8000.native, pymysql\n"
+            "import cachelayer_rds.drivers, cachelayer_rds.iam, pg8000.native, pymysql\n"
             "print(cachelayer_rds.drivers.__file__)\n"
         )
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -7,6 +7,7 @@ import json
 import threading
 from typing import Any, List, Optional
 
+import attrs
 import boto3
 import pytest
 from cachelayer_rds import RdsProvider, RdsSource, TooManyRowsError
@@ -22,6 +23,7 @@ from cachelayer import (
     UpstreamTimeoutError,
 )
 from cachelayer.plugins import discover
+from cachelayer.testing.fixtures import UpstreamCalls
 
 FLAGS = "SELECT key, value, enabled FROM flags WHERE key = :key"
 MY_FLAGS = "SELECT `key`, value, enabled FROM flags WHERE `key` = :key"
@@ -263,6 +265,28 @@ class TestPostgres:
         )
         provider = make(pg_source(postgres, password_secret="rds-json"))
         assert get(provider, "flags/beta")[0]["key"] == "beta"
+
+    def test_a_binary_secret_is_read_over_the_lean_json_transport(
+        self,
+        postgres: PostgresServer,
+        make: Any,
+        provider_context: ProviderContext,
+        aws: str,
+        upstream_calls: UpstreamCalls,
+    ) -> None:
+        """Without the core's reads, GetSecretValue goes through ``context.json_client``
+        (moto over HTTP), never a boto3 client; a SecretBinary arrives base64 and is decoded."""
+        boto3.client("secretsmanager").create_secret(
+            Name="binary", SecretBinary=APP_PASSWORD.encode("utf-8")
+        )
+
+        def no_boto3(*args: Any) -> Any:
+            raise AssertionError(f"a boto3 client was asked for: {args}")
+
+        context = attrs.evolve(provider_context, client=no_boto3, read=None)
+        provider = make(pg_source(postgres, password_secret="binary"), context=context)
+        assert get(provider, "flags/beta")[0]["key"] == "beta"
+        assert upstream_calls.count("GetSecretValue") == 1
 
     def test_a_missing_password_secret_is_an_upstream_error(
         self, postgres: PostgresServer, make: Any

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
@@ -314,18 +315,29 @@ class RdsProvider:
 
     @staticmethod
     def _secret_directly(context: ProviderContext, source: RdsSource, secret: str) -> bytes:
-        from cachelayer.aws import translate_errors
-
-        client = context.client("secretsmanager", source.region)
-        with translate_errors(
-            ("ResourceNotFoundException",),
-            service="secretsmanager",
-            operation="GetSecretValue",
+        """GetSecretValue over the core's lean JSON transport (no boto3)."""
+        client = context.json_client("secretsmanager", source.region)
+        response = client.call(
+            "GetSecretValue",
+            {"SecretId": secret},
+            not_found=("ResourceNotFoundException",),
             what=f"secret {secret!r}",
-        ):
-            response = client.get_secret_value(SecretId=secret)
+        )
         text = response.get("SecretString")
-        return text.encode("utf-8") if text is not None else bytes(response["SecretBinary"])
+        if text is not None:
+            return str(text).encode("utf-8")
+        data = response.get("SecretBinary")
+        if data is None:
+            raise UpstreamError(
+                f"secretsmanager returned neither SecretString nor SecretBinary for {secret!r}"
+            )
+        try:
+            # A JSON-protocol blob is base64 text on the wire.
+            return base64.b64decode(str(data), validate=True)
+        except ValueError:
+            raise UpstreamError(
+                f"secretsmanager returned a SecretBinary for {secret!r} that is not base64"
+            ) from None
 
 
 def _password_from(raw: bytes, source: RdsSource) -> str:
