@@ -8,6 +8,7 @@ import io
 import json
 import os
 import stat
+import subprocess
 import sys
 import urllib.request
 import zipfile
@@ -381,6 +382,44 @@ class TestBuiltLayer:
         )
         assert not (tmp_path / "x.zip").exists()
         assert not list((FIXTURES / "no-entry-point").glob("*.egg-info"))  # built from a copy
+
+
+class TestExtras:
+    def test_unknown_extra_is_refused_before_any_install(self, tmp_path: Path) -> None:
+        """--extra names one of cachelayer's own extras; another name fails at once, listing them."""
+        result = _build(
+            ["--runtime", HOST_RUNTIME, "--extra", "nope", "-o", str(tmp_path / "x.zip")]
+        )
+        assert result["code"] == 2
+        assert "--extra nope" in result["err"] and "shared" in result["err"]
+        assert "[1/6]" not in result["err"]  # refused before preparing wheels
+        assert not (tmp_path / "x.zip").exists()
+
+    @pytest.mark.slow
+    def test_shared_extra_ships_the_tiers_client_and_cipher(self, tmp_path: Path) -> None:
+        """--extra shared puts redis-py and cryptography in the layer, importable from it with
+        the layer's packages alone (what `cache: shared:` needs in Lambda)."""
+        out = tmp_path / "layer"
+        result = _build(
+            ["--runtime", HOST_RUNTIME, "--arch", HOST_ARCH, "--extra", "shared", "-o", str(out)]
+        )
+        assert result["code"] == 0, result["err"]
+        site = out / "cachelayer"
+        assert (site / "redis").is_dir() and (site / "cryptography").is_dir()
+        probe = (
+            "import sys; sys.path.insert(0, sys.argv[1]); "
+            "import redis, cryptography.hazmat.primitives.ciphers.aead as aead; "
+            "import cachelayer.shared.redis_store; "
+            "print(redis.__file__.startswith(sys.argv[1]), aead.__file__.startswith(sys.argv[1]))"
+        )
+        answer = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", probe, str(site)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert answer.returncode == 0, answer.stderr
+        assert answer.stdout.split() == ["True", "True"]
 
 
 @pytest.mark.slow

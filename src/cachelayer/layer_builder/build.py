@@ -55,6 +55,9 @@ class BuildRequest:
     output: Path
     with_packages: Tuple[str, ...] = ()
     requirements: Optional[Path] = None
+    # cachelayer's own extras to install with it (``shared``: the Redis tier's redis-py and
+    # cryptography).
+    extras: Tuple[str, ...] = ()
     keep_services: Tuple[str, ...] = ()
     prune_models: bool = True
     # None: compile when an interpreter of the target's version is on this machine.
@@ -179,7 +182,8 @@ class LayerBuilder:
                 )
 
             self._progress(f"[2/6] installing for {request.target.describe()}")
-            args = [*install_args(request.target, site), str(own), *requirements]
+            own_requirement = str(own) + (f"[{','.join(request.extras)}]" if request.extras else "")
+            args = [*install_args(request.target, site), own_requirement, *requirements]
             cwd = work
             if request.requirements is not None:
                 args += ["--requirement", str(request.requirements.resolve())]
@@ -340,6 +344,13 @@ class LayerBuilder:
         bytecode.compile_tree(stage, site, interpreter, self._environ)
 
     def _check_inputs(self, request: BuildRequest) -> None:
+        offered = set(metadata.metadata(OWN_DISTRIBUTION).get_all("Provides-Extra") or [])
+        for extra in request.extras:
+            if extra not in offered:
+                raise LayerBuildError(
+                    f"--extra {extra}: cachelayer has no such extra; it offers "
+                    f"{', '.join(sorted(offered - {'dev', 'test'})) or 'none'}"
+                )
         if request.requirements is not None and not request.requirements.is_file():
             raise LayerBuildError(f"--requirements {request.requirements}: no such file")
         for spec in request.with_packages:

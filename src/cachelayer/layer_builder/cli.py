@@ -63,6 +63,15 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "directory (repeatable)",
     )
     build.add_argument(
+        "--extra",
+        dest="extras",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="one of cachelayer's own extras to install with it, e.g. 'shared' for the Redis "
+        "tier's redis-py and cryptography (repeatable)",
+    )
+    build.add_argument(
         "--requirements",
         type=Path,
         metavar="FILE",
@@ -174,6 +183,7 @@ def run_build(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = 
             output=args.output,
             with_packages=tuple(args.with_packages),
             requirements=args.requirements,
+            extras=tuple(args.extras),
             keep_services=tuple(args.keep_services),
             prune_models=args.prune_models,
             compile_bytecode=args.compile_bytecode,
