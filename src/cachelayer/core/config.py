@@ -146,7 +146,13 @@ def load_yaml(path: str) -> Node:
             source=path,
         ) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        try:
+            # libyaml's parser when PyYAML has it (several times faster); its marks carry the
+            # same lines and columns. On any error the pure-Python parser parses again, so an
+            # error reads exactly as it always has.
+            node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        except yaml.YAMLError:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = " ".join(p for p in (exc.context, exc.problem) if p)
