@@ -30,10 +30,14 @@ def canonical_name(name: str) -> str:
 
 def filter_warnings(allow: Optional[Iterable[str]], deny: Iterable[str]) -> List[str]:
     """A warning for each name in the plugin filters that no installed plugin has."""
+    allow = list(allow or ())
+    deny = list(deny)
+    if not allow and not deny:  # nothing to check: no scan of the installed distributions
+        return []
     installed = {canonical_name(ep.name) for ep in metadata.entry_points(group=GROUP)}
     warnings = []
     for variable, names in (
-        ("CACHE_EXTENSION_PLUGINS", allow or ()),
+        ("CACHE_EXTENSION_PLUGINS", allow),
         ("CACHE_EXTENSION_DISABLE_PLUGINS", deny),
     ):
         for name in names:
