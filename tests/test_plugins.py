@@ -11,7 +11,7 @@ import logging
 import sys
 import textwrap
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 import pytest
 
@@ -136,9 +136,9 @@ class TestDiscovery:
         scans: List[int] = []
         real = metadata.distributions
 
-        def counting(**kwargs: object) -> Iterator[metadata.Distribution]:
+        def counting(**kwargs: Any) -> Iterable[metadata.Distribution]:
             scans.append(1)
-            return real(**kwargs)  # type: ignore[arg-type]
+            return real(**kwargs)
 
         monkeypatch.setattr(metadata, "distributions", counting)
         pm = make_plugin_manager()
