@@ -113,13 +113,16 @@ def _start_prefetch(app: Any) -> asyncio.Future[Any]:
 
 
 async def _prefetch_unless_stopped(
-    app: Any, pump: _EventPump, prefetch: Optional[asyncio.Future[Any]] = None
+    app: Any,
+    pump: _EventPump,
+    prefetch: Optional[asyncio.Future[Any]] = None,
+    started: Optional[float] = None,
 ) -> bool:
-    """Await the prefetch (started here unless ``prefetch`` is the task already running);
-    True if a signal asked to stop first (prefetch cancelled)."""
+    """Await the prefetch (started here unless ``prefetch`` is the task already running, since
+    ``started``); True if a signal asked to stop first (prefetch cancelled)."""
     import asyncio
 
-    started = time.monotonic()
+    started = time.monotonic() if started is None else started
     if prefetch is None:
         prefetch = _start_prefetch(app)
     stop = asyncio.ensure_future(pump.events.get())
@@ -150,7 +153,8 @@ async def _prefetch_unless_stopped(
 
 
 async def serve(client: ExtensionsClient, environ: Mapping[str, str]) -> int:
-    """Everything after registering: build, bind, prefetch, then serve until SHUTDOWN."""
+    """Everything after registering: build, start the prefetch, bind, await the prefetch, then
+    serve until SHUTDOWN."""
     import asyncio
 
     from cachelayer.errors import ConfigError, PluginError
@@ -177,6 +181,7 @@ async def serve(client: ExtensionsClient, environ: Mapping[str, str]) -> int:
             {"eventType": "SHUTDOWN", "shutdownReason": signal.Signals(sig).name},
         )
     prefetch = None
+    prefetch_started = time.monotonic()
     if app.settings.init_startup:
         # Started before the server is imported and bound: the first batch calls wait on AWS
         # in the cache's threads while this thread imports and binds (ready is then the longer
@@ -204,7 +209,7 @@ async def serve(client: ExtensionsClient, environ: Mapping[str, str]) -> int:
     log.info("listening on port %s", server.port)
     stopped = False
     if prefetch is not None:
-        stopped = await _prefetch_unless_stopped(app, pump, prefetch)
+        stopped = await _prefetch_unless_stopped(app, pump, prefetch, prefetch_started)
     # Init's objects live as long as the process: out of the collector's sight from now on, so
     # no full collection walks them during the first requests (see main()).
     gc.freeze()
