@@ -8,13 +8,14 @@ behaviours run end to end against moto, through the fault-injecting proxy, in te
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import pytest
 
 from cachelayer import Item, NotFoundError, TransientError, UpstreamError, Value
-from cachelayer.core.cache import Cache, CachePolicy
+from cachelayer.core.cache import ENTRY_OVERHEAD, Cache, CachePolicy, value_bytes
 
 
 class Clock:
@@ -308,15 +309,16 @@ class TestBounds:
         assert cache.stats()["scripted"]["evictions"] == 1
 
     def test_max_bytes_bounds_the_total(self) -> None:
-        """The sum of value sizes never exceeds ``max_bytes``."""
-        cache, p, _ = make(max_bytes=10)
+        """The sum of entry sizes (name, value, fixed overhead) never exceeds ``max_bytes``."""
+        one = ENTRY_OVERHEAD + sys.getsizeof("a") + sys.getsizeof(()) + value_bytes(Value(b"aaaa"))
+        cache, p, _ = make(max_bytes=2 * one + one // 2)
         for n in "abc":
             p.values[n] = n * 4
 
         async def go() -> None:
             for n in "abc":
                 await cache.get(p, p.item(n))
-            assert cache.size == (2, 8)
+            assert cache.size == (2, 2 * one)
 
         run(go())
 

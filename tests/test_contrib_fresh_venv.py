@@ -119,8 +119,14 @@ class TestOutsidersInstall:
                     "stale",
                     first_body,
                 )
+            deadline = time.monotonic() + 10  # the failing refreshes may outlast stale_wait
+            while True:
+                stats = server.get("/-/stats").json()
+                if all(stats[r]["upstream_errors"] for r in ("s3", "parameters")):
+                    break
+                assert time.monotonic() < deadline, stats
+                time.sleep(0.1)
             proxy.clear()
-            stats = server.get("/-/stats").json()
         for route in ("s3", "parameters"):
             assert stats[route]["hits"] == 1 and stats[route]["misses"] == 1
             assert stats[route]["stale"] == 1 and stats[route]["upstream_errors"] == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -15,6 +16,7 @@ import pytest
 import cachelayer
 from cachelayer import Item, NotFoundError, ThrottlingError, Value
 from cachelayer.core.app import Application
+from cachelayer.core.cache import ENTRY_OVERHEAD
 from cachelayer.core.metrics import COUNTERS, GAUGES, EmfMetrics
 from cachelayer.errors import ConfigError
 from cachelayer.plugins import make_plugin_manager
@@ -240,7 +242,9 @@ class TestEmission:
             last = by_route(lines)["kv"]
             # Deltas: only the hit since the last emission.
             assert (last["Hits"], last["Misses"], last["UpstreamCalls"]) == (1, 0, 0)
-            assert (last["Entries"], last["Bytes"]) == (1, len(SECRET))
+            # Bytes: the value, its name and the entry's fixed overhead (what max_bytes counts).
+            held = ENTRY_OVERHEAD + sys.getsizeof("a") + sys.getsizeof(()) + len(SECRET) + 33
+            assert (last["Entries"], last["Bytes"]) == (1, held + sys.getsizeof({}))
         finally:
             app.close()
 
@@ -265,7 +269,7 @@ class TestEmission:
             assert doc["NegativeHits"] == 1
             assert doc["UpstreamErrors"] == 1 and doc["Throttles"] == 1
             assert doc["UpstreamCalls"] == 2
-            assert doc["Entries"] == 1  # the remembered "not found"
+            assert doc["Entries"] == 2  # the remembered "not found" and the remembered throttle
         finally:
             app.close()
 

@@ -45,7 +45,8 @@ class TestValues:
     def test_string_secret_is_text_with_response_metadata(
         self, proxy: UpstreamProxy, sm: Any
     ) -> None:
-        """A string secret is served as UTF-8 text; metadata holds the GetSecretValue fields."""
+        """A string secret is served as UTF-8 text; metadata holds the other GetSecretValue
+        fields, not the value a second time."""
         sm.create_secret(Name="prod/db", SecretString='{"user": "admin", "pw": "ü"}')
         provider = make_provider()
         value = provider.fetch(provider.resolve("prod/db", {}))
@@ -53,7 +54,8 @@ class TestValues:
         assert value.content_type == TEXT
         assert value.metadata["Name"] == "prod/db"
         assert value.metadata["VersionStages"] == ["AWSCURRENT"]
-        assert {"ARN", "VersionId", "CreatedDate", "SecretString"} <= set(value.metadata)
+        assert {"ARN", "VersionId", "CreatedDate"} <= set(value.metadata)
+        assert "SecretString" not in value.metadata  # the value is the body, held once
         assert "ResponseMetadata" not in value.metadata
         assert proxy.calls == {("secretsmanager", "GetSecretValue"): 1}
 

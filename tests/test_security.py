@@ -228,13 +228,19 @@ class TestBounds:
         assert live.request("/secrets?name=sec/str", headers=many)[0] == 431
 
     def test_connections_beyond_the_limit_are_refused(self, aws: str, tmp_path: Path) -> None:
-        """With max_connections reached, a new connection is answered 503 and closed."""
+        """With max_connections held by authenticated clients, a new connection is answered
+        503 and closed."""
         with live_server(aws, tmp_path, max_connections=2) as running:
             held = [
                 socket.create_connection(("127.0.0.1", running.port), timeout=5) for _ in range(2)
             ]
             try:
-                time.sleep(0.2)  # let the server accept the held connections
+                for s in held:  # each authenticates once and keeps its connection open
+                    s.sendall(
+                        b"GET /-/health HTTP/1.1\r\nHost: localhost\r\n"
+                        b"X-Aws-Parameters-Secrets-Token: %s\r\n\r\n" % running.token.encode()
+                    )
+                    assert s.recv(65536).startswith(b"HTTP/1.1 200")
                 status, _headers, body = running.request("/-/health")
                 assert status == 503 and json.loads(body)["error"] == "ServiceUnavailable"
             finally:

@@ -514,7 +514,9 @@ class TestUpstream:
     def test_concurrent_reads_of_an_expired_key_make_one_call(
         self, seeded: str, proxy: UpstreamProxy, tmp_path: Any
     ) -> None:
-        """200 concurrent requests for one expired key cause exactly one upstream refresh."""
+        """200 concurrent requests for one expired key cause exactly one upstream refresh; the
+        refresh is slower than ``stale_wait`` (250 ms), so readers get the stale value rather
+        than wait for it, and those that come after it get the new one."""
         with serving(proxy.url, tmp_path, env={"CACHE_EXTENSION_TTL": "1s"}) as running:
             assert running.get(PARAM)[0] == 200
             time.sleep(1.1)  # the entry is now expired
@@ -526,7 +528,8 @@ class TestUpstream:
             a.startswith(b"HTTP/1.1 200") and a.endswith(SAMPLE_PARAMETER_VALUE.encode())
             for a in answers
         )
-        assert sum(b"X-Cache: miss" in a for a in answers) == 200
+        stale = sum(b"X-Cache: stale" in a for a in answers)
+        assert stale >= 1 and stale + sum(b"X-Cache: miss" in a for a in answers) == 200
 
     def test_upstream_failure_is_502(
         self, seeded: str, proxy: UpstreamProxy, tmp_path: Any
@@ -631,11 +634,14 @@ class TestBinding:
 
 class TestConnectionBounds:
     def test_over_the_limit_gets_503(self, seeded: str, tmp_path: Any) -> None:
-        """Connections beyond max_connections are answered 503 and closed; others go on."""
+        """Beyond max_connections held by authenticated clients, a newcomer is answered 503
+        and closed, even with the token; the others go on."""
         with serving(seeded, tmp_path, max_connections=2) as running:
-            a = socket.create_connection(("127.0.0.1", running.port))
-            b = socket.create_connection(("127.0.0.1", running.port))
-            time.sleep(0.1)
+            a = socket.create_connection(("127.0.0.1", running.port), timeout=5)
+            b = socket.create_connection(("127.0.0.1", running.port), timeout=5)
+            for held in (a, b):  # each authenticates once, and keeps its connection
+                held.sendall(request("/-/health"))
+                assert held.recv(65536).startswith(b"HTTP/1.1 200")
             out = parse_responses(running.raw(request("/-/health")))
             assert (out[0][0], json.loads(out[0][2])["error"]) == (503, "ServiceUnavailable")
             a.sendall(request("/-/health", extra="Connection: close\r\n"))

@@ -106,7 +106,8 @@ def cmd_providers(args: argparse.Namespace) -> int:
         print(f"FILTERED OUT  plugin {name!r} (CACHE_EXTENSION_PLUGINS / _DISABLE_PLUGINS)")
     for warning in filter_warnings(allow, deny):
         print(f"warning: {warning}", file=sys.stderr)
-    return 0
+    # A broken plugin is an installation fault a script (or a layer build check) must see.
+    return 1 if registry.broken else 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

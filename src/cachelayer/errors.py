@@ -79,9 +79,14 @@ class NotFoundError(CachelayerError):
 
 
 class UpstreamError(CachelayerError):
-    """The upstream service refused or failed, and retrying will not help (e.g. AccessDenied)."""
+    """The upstream service refused or failed, and retrying will not help (e.g. AccessDenied).
+
+    A key whose fetch fails so, with no value to serve, remembers the failure for a jittered
+    backoff; ``retry_after`` is set (seconds) on the error a read gets during it.
+    """
 
     code: ClassVar[str] = "UpstreamError"
+    retry_after: Optional[float] = None
 
 
 class TransientError(UpstreamError):
@@ -96,8 +101,11 @@ class TransientError(UpstreamError):
 class ThrottlingError(TransientError):
     """The upstream throttled the call (ThrottlingException, TooManyRequests, SlowDown...).
 
-    Transient like any other; told apart so the cache can count throttles for the metrics.
+    Transient, but answered 503 with ``Retry-After`` (code ``Throttled``) when there is no
+    value to serve, and backed off longer than other failures; counted as a throttle.
     """
+
+    code: ClassVar[str] = "Throttled"
 
 
 class UpstreamTimeoutError(TransientError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import weakref
 from importlib import metadata
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -112,15 +113,27 @@ def load_plugins(
     returned as a ``BrokenPlugin``; loading goes on. ``allow`` (if given) and ``deny`` filter
     by entry-point name, which is the provider's section name (``CACHE_EXTENSION_PLUGINS`` /
     ``CACHE_EXTENSION_DISABLE_PLUGINS``); the built-ins' old names (``ssm``) work too.
+    Two distributions registering one entry-point name raise ``PluginError`` naming both
+    (pluggy would load one and drop the other without a word).
     """
     allowed = {canonical_name(n) for n in allow} if allow is not None else None
     denied = {canonical_name(n) for n in deny}
     broken: List[BrokenPlugin] = []
-    seen = set()
+    seen: Dict[str, metadata.EntryPoint] = {}
     for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
-        if ep.name in seen:  # the same distribution visible twice on sys.path
-            continue
-        seen.add(ep.name)
+        first = seen.get(ep.name)
+        if first is not None:
+            name = canonical_name(ep.name)
+            skipped = name in denied or (allowed is not None and name not in allowed)
+            if not skipped and _dist_key(first) != _dist_key(ep):
+                raise PluginError(
+                    f"two distributions register the plugin name {ep.name!r} (entry point group "
+                    f"{GROUP!r}): {_dist_label(first)} ({first.value}) and {_dist_label(ep)} "
+                    f"({ep.value}); uninstall one of them"
+                )
+            continue  # the same distribution visible twice on sys.path
+        seen[ep.name] = ep
+    for ep in seen.values():
         name = canonical_name(ep.name)
         if name in denied or (allowed is not None and name not in allowed):
             pm.set_blocked(ep.name)
@@ -146,6 +159,17 @@ def load_plugins(
             )
             broken.append(b)
     return broken
+
+
+def _dist_key(ep: metadata.EntryPoint) -> str:
+    name = ep.dist.name if ep.dist is not None else "?"
+    return re.sub(r"[-_.]+", "-", name).lower()  # PEP 503 normalisation
+
+
+def _dist_label(ep: metadata.EntryPoint) -> str:
+    if ep.dist is None:
+        return "an unknown distribution"
+    return f"distribution {ep.dist.name!r} {ep.dist.version}"
 
 
 # The distribution each plugin ``load_plugins`` registered came from, per plugin manager.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any, Callable, Dict, Mapping, Optional
 
@@ -25,6 +26,71 @@ from cachelayer.plugins import (
 from cachelayer.provider import ProviderContext
 
 log = logging.getLogger("cachelayer")
+
+# How long SHUTDOWN waits for the plugins' cachelayer_shutdown hooks (when not told otherwise).
+SHUTDOWN_HOOK_TIMEOUT = 0.5
+# An INVOKE hook runs on the event loop: one slower than this is named in a warning.
+SLOW_HOOK = 0.1
+
+
+def call_hook(pm: Any, name: str, **kwargs: Any) -> None:
+    """Call every plugin's implementation of hook ``name``, in pluggy's order, each isolated:
+    one that raises is logged with its plugin's name and the others still run."""
+    _call_each(pm, name, kwargs)
+
+
+def _call_each(pm: Any, name: str, kwargs: Mapping[str, Any], only: Any = None) -> None:
+    caller = getattr(pm.hook, name)
+    impls = [only] if only is not None else reversed(caller.get_hookimpls())
+    for impl in impls:  # pluggy calls the last registered first
+        started = time.monotonic()
+        try:
+            impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+        except Exception:
+            log.error(
+                "plugin %r: its %s hook raised; ignored, cachelayer goes on",
+                impl.plugin_name,
+                name,
+                exc_info=True,
+            )
+        elapsed = time.monotonic() - started
+        if elapsed > SLOW_HOOK:
+            log.warning(
+                "plugin %r: its %s hook took %.0f ms; hooks must return at once",
+                impl.plugin_name,
+                name,
+                elapsed * 1000,
+            )
+
+
+def call_hook_within(pm: Any, name: str, timeout: float, **kwargs: Any) -> bool:
+    """Call every plugin's implementation of hook ``name`` at once, each in its own daemon
+    thread, each isolated as in ``call_hook``; wait at most ``timeout`` seconds in all. A hook
+    still running then is named in a warning and left behind (exit never waits for it): one
+    plugin that blocks neither delays the others nor the caller. True if all returned."""
+    threads = []
+    for impl in reversed(getattr(pm.hook, name).get_hookimpls()):
+        thread = threading.Thread(
+            target=_call_each,
+            args=(pm, name, kwargs, impl),
+            name=f"cachelayer-{name}-{impl.plugin_name}",
+            daemon=True,
+        )
+        thread.start()
+        threads.append((impl.plugin_name, thread))
+    deadline = time.monotonic() + timeout
+    done = True
+    for plugin, thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            done = False
+            log.warning(
+                "plugin %r: its %s hook did not return within %.2f s; going on without it",
+                plugin,
+                name,
+                timeout,
+            )
+    return done
 
 
 def _line_in(settings: Settings, key: str) -> Optional[int]:
@@ -118,6 +184,8 @@ class Application:
             refresh_ahead=float(settings.cache.refresh_ahead),
             max_entries=int(settings.cache.max_entries),
             max_bytes=int(settings.cache.max_bytes),
+            stale_wait=float(settings.cache.stale_wait),
+            upstream_timeout=float(settings.cache.upstream_timeout),
         )
         shared = None
         if settings.shared is not None:
@@ -198,7 +266,9 @@ class Application:
             metrics,
             json_clients=json_clients,
         )
-        pm.hook.cachelayer_startup(providers={n: i.provider for n, i in registry.by_name.items()})
+        call_hook(
+            pm, "cachelayer_startup", providers={n: i.provider for n, i in registry.by_name.items()}
+        )
         return app
 
     async def prefetch(self) -> StartupReport:
@@ -222,13 +292,15 @@ class Application:
             log.debug("refresh-ahead started for %d entries", started)
         if self.metrics is not None:
             self.metrics.on_invoke(self.stats())
-        self.pm.hook.cachelayer_invoke(event=event)
+        call_hook(self.pm, "cachelayer_invoke", event=event)
 
-    def on_shutdown(self, reason: str) -> None:
-        """Emit the last metrics, and announce shutdown to plugins."""
+    def on_shutdown(self, reason: str, timeout: float = SHUTDOWN_HOOK_TIMEOUT) -> None:
+        """Emit the last metrics, and announce shutdown to plugins, waiting at most
+        ``timeout`` seconds for their hooks: shutdown stays inside its deadline whatever a
+        plugin does."""
         if self.metrics is not None:
             self.metrics.on_shutdown(self.stats())
-        self.pm.hook.cachelayer_shutdown(reason=reason)
+        call_hook_within(self.pm, "cachelayer_shutdown", timeout, reason=reason)
 
     def stats(self) -> Dict[str, Dict[str, int]]:
         """Per-route counters, with every installed route listed."""

@@ -1,4 +1,5 @@
-"""The cache: expiring entries per key, single-flight fetches, stale-if-error, LRU bounds."""
+"""The cache: expiring entries per key, single-flight fetches, stale-if-error, failure backoff,
+LRU bounds by count and by every byte held."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import functools
 import logging
 import math
 import random
+import sys
 import threading
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -27,6 +29,7 @@ from typing import (
     Sequence,
     Set,
     Tuple,
+    TypeVar,
     Union,
 )
 
@@ -38,6 +41,7 @@ from cachelayer.errors import (
     ThrottlingError,
     TransientError,
     UpstreamError,
+    UpstreamTimeoutError,
 )
 from cachelayer.provider import Item, Provider, SupportsFetchMany, SupportsRefresh, Value
 
@@ -48,9 +52,16 @@ log = logging.getLogger("cachelayer.cache")
 
 Key = Tuple[str, str, Tuple[Tuple[str, str], ...]]
 
-# Backoff between retries of a failing key while its stale value is served.
+# Backoff between retries of a failing key, whether it has a stale value to serve or not:
+# doubling from RETRY_BASE (THROTTLED_BASE when upstream throttles) up to RETRY_CAP, jittered
+# to 50-100% so that many keys failing together do not retry together.
 RETRY_BASE = 1.0
+THROTTLED_BASE = 4.0
 RETRY_CAP = 60.0
+
+# Bytes of Python objects one entry costs besides its name, value and error: the Entry, the
+# Item and its key tuple, the LRU dict's slot. Counted against ``max_bytes`` with the rest.
+ENTRY_OVERHEAD = 512
 
 
 class _ProviderCall:
@@ -74,6 +85,11 @@ _current: contextvars.ContextVar[Optional[_ProviderCall]] = contextvars.ContextV
 # Set in the tasks of ``ProviderContext.read``: a fetch they start runs on the nested executor,
 # because the reader holds a worker of the main one while it waits (all of them, at worst).
 nested_read: contextvars.ContextVar[bool] = contextvars.ContextVar("nested_read", default=False)
+
+
+def _short(name: str, limit: int = 80) -> str:
+    """A name as logs and messages show it: long names (attacks, mostly) cut to ``limit``."""
+    return name if len(name) <= limit else name[: limit - 3] + "..."
 
 
 def current_route() -> Optional[str]:
@@ -121,33 +137,91 @@ class CachePolicy:
     refresh_ahead: float = 0.2
     max_entries: int = 1000
     max_bytes: int = 64 * 1024 * 1024
+    stale_wait: float = 0.25
+    upstream_timeout: float = 5.0
+
+
+def held_bytes(obj: Any, depth: int = 0) -> int:
+    """An estimate of the memory ``obj`` keeps alive: strings, bytes and the containers of
+    metadata counted through (eight levels deep), anything else by its own size."""
+    if isinstance(obj, (str, bytes, bytearray)) or depth > 8:
+        return sys.getsizeof(obj)
+    if isinstance(obj, Mapping):
+        return sys.getsizeof(obj) + sum(
+            held_bytes(k, depth + 1) + held_bytes(v, depth + 1) for k, v in obj.items()
+        )
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return sys.getsizeof(obj) + sum(held_bytes(v, depth + 1) for v in obj)
+    return sys.getsizeof(obj)
+
+
+def value_bytes(value: Value) -> int:
+    """What a value costs against ``max_bytes``: its body, its metadata and its etag."""
+    size = sys.getsizeof(value.body) + held_bytes(value.metadata)
+    if value.etag is not None:
+        size += sys.getsizeof(value.etag)
+    return size
+
+
+def _key_bytes(item: Item) -> int:
+    return ENTRY_OVERHEAD + sys.getsizeof(item.name) + held_bytes(item.variant)
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _copy_error(exc: _E) -> _E:
+    """A copy of ``exc`` with no traceback and no causes, fit to be kept or raised: a botocore
+    error behind it holds the whole response, and a traceback every frame's locals. The one
+    kept is never raised itself (a raise would hang that raise's frames on it)."""
+    cls = type(exc)
+    try:
+        copy = cls.__new__(cls, *exc.args)
+        copy.__dict__.update(vars(exc))
+    except Exception:  # an exception type that cannot be copied: keep it, stripped
+        copy = exc
+        copy.__traceback__ = None
+        copy.__cause__ = copy.__context__ = None
+    copy.__suppress_context__ = True
+    return copy
+
+
+def _error_bytes(exc: BaseException) -> int:
+    return sys.getsizeof(exc) + held_bytes(exc.args) + held_bytes(vars(exc))
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    # A fetch whose every reader went away (cancelled client, stale_wait, deadline) is still
+    # settled: mark its exception retrieved, or asyncio logs it as "never retrieved".
+    if not future.cancelled():
+        future.exception()
 
 
 @attrs.define(slots=True)
 class Entry:
-    """One cached value, or a remembered "not found" (``value`` None), and its timing."""
+    """One cached value, or a remembered "not found" or transient failure (``value`` None,
+    ``error`` set; a failure's ``expires_at`` is the end of its backoff), and its timing.
+    ``size`` is every byte it holds, as counted against ``max_bytes``."""
 
     item: Item
     provider: Provider
     stats: RouteStats
     value: Optional[Value]
-    error: Optional[NotFoundError]
+    error: Optional[CachelayerError]
     ttl: float
     fetched_at: float
     expires_at: float
+    size: int = 0
     read_since_refresh: bool = False
     failures: int = 0
     retry_at: float = 0.0
-
-    @property
-    def size(self) -> int:
-        return self.value.size if self.value is not None else 0
 
 
 class RouteStats:
     """Counters of one route."""
 
     __slots__ = (
+        "backoff_hits",
         "evictions",
         "hits",
         "misses",
@@ -163,7 +237,7 @@ class RouteStats:
     def __init__(self) -> None:
         self.hits = self.misses = self.stale = self.negative_hits = 0
         self.upstream_calls = self.upstream_errors = self.evictions = self.refreshes_ahead = 0
-        self.not_modified = self.throttles = 0
+        self.not_modified = self.throttles = self.backoff_hits = 0
 
     def as_dict(self) -> Dict[str, int]:
         return {name: getattr(self, name) for name in sorted(self.__slots__)}
@@ -183,9 +257,12 @@ class Cache:
 
     ``peek`` is the synchronous fast path for fresh hits (no coroutine); ``get`` does a full
     read: a hit, or one coalesced upstream fetch run in a worker thread (single-flight), or
-    the stale value when the refresh fails transiently (stale-if-error). "Not found" is
-    remembered for ``negative_ttl``. Entries are bounded by count and bytes, LRU first out.
-    Must be used from one event loop thread; only provider calls run in workers.
+    the stale value when the refresh fails transiently or takes longer than ``stale_wait``
+    (stale-if-error). "Not found" is remembered for ``negative_ttl``, a transient failure of a
+    key with nothing to serve for a jittered backoff. A read waits at most ``upstream_timeout``
+    for upstream (then 504; the fetch goes on and its result is kept). Entries are bounded by
+    count and by bytes (names, values, metadata, stored errors, and what ``hold`` adds), LRU
+    first out. Must be used from one event loop thread; only provider calls run in workers.
     """
 
     def __init__(
@@ -206,12 +283,13 @@ class Cache:
         self._rng = rng or random.Random()
         self._entries: collections.OrderedDict[Key, Entry] = collections.OrderedDict()
         self._bytes = 0
+        self._held = 0  # bytes held for the cache's users (the server's memos), see ``hold``
+        self.released = 0  # bytes of entries dropped or evicted, ever (for the allocator)
         self._inflight: Dict[Key, asyncio.Future[Lookup]] = {}
         self._background: Set[asyncio.Task[Any]] = set()
+        self._watched: Set[asyncio.Future[Lookup]] = set()  # fetches no reader waits for
         self._stats: Dict[str, RouteStats] = collections.defaultdict(RouteStats)
         self._lock = threading.Lock()  # guards stats touched from worker threads
-        # Per key with no value to serve: (failures logged, no new warning before this time).
-        self._warned: Dict[Key, Tuple[int, float]] = {}
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -243,11 +321,15 @@ class Cache:
             if now < entry.expires_at:
                 self._entries.move_to_end(key)
                 if entry.value is None:
-                    stats.negative_hits += 1
                     assert entry.error is not None
-                    # Re-raising one stored instance would chain every raise's frames onto
-                    # its traceback: it would grow with each negative hit.
-                    raise entry.error.with_traceback(None)
+                    error = _copy_error(entry.error)
+                    if isinstance(error, UpstreamError):
+                        # Inside a failure's backoff: the same answer, no upstream call.
+                        stats.backoff_hits += 1
+                        error.retry_after = entry.expires_at - now
+                    else:
+                        stats.negative_hits += 1
+                    raise error
                 entry.read_since_refresh = True
                 stats.hits += 1
                 return Lookup(entry.value, "hit", now - entry.fetched_at, entry.expires_at - now)
@@ -262,8 +344,31 @@ class Cache:
         future = self._inflight.get(key)
         if future is None:
             future = self._start_fetch(provider, item)
+        stale = entry if entry is not None and entry.value is not None else None
+        if stale is not None and (refresh or not self._within_stale(stale, now)):
+            stale = None  # a forced refresh waits for the new value
+        policy = self.policy
+        wait = policy.upstream_timeout if stale is None else policy.stale_wait
         try:
-            lookup = await asyncio.shield(future)
+            lookup = await asyncio.wait_for(asyncio.shield(future), wait)
+        except asyncio.TimeoutError:
+            # The fetch goes on in its worker; its result is kept when it arrives (and
+            # ``drain`` waits for it, as for any background refresh).
+            if future not in self._watched:
+                self._watched.add(future)
+                future.add_done_callback(self._watched.discard)
+                self._spawn(future)
+            if stale is not None and stale.value is not None:
+                stale.read_since_refresh = True
+                stats.stale += 1
+                now = self._clock()
+                return Lookup(stale.value, "stale", now - stale.fetched_at, 0.0)
+            stats.misses += 1
+            raise UpstreamTimeoutError(
+                f"upstream did not answer {item.route} {_short(item.name)!r} within "
+                f"{policy.upstream_timeout:g}s (cache.upstream_timeout); the fetch goes on "
+                "and its result will be cached"
+            ) from None
         except BaseException:
             stats.misses += 1
             raise
@@ -283,6 +388,7 @@ class Cache:
     def _start_fetch(self, provider: Provider, item: Item) -> asyncio.Future[Lookup]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Lookup] = loop.create_future()
+        future.add_done_callback(_consume)
         self._inflight[item.key] = future
 
         def done(call: asyncio.Future[Value]) -> None:
@@ -403,7 +509,7 @@ class Cache:
         now = self._clock()
         entry = self._entries.get(item.key)
         if isinstance(exc, NotFoundError):
-            self._remember_not_found(provider, item, exc, now)
+            self._remember_not_found(provider, item, _copy_error(exc), now)
             future.set_exception(exc)
             return
         stats.upstream_errors += 1
@@ -416,6 +522,9 @@ class Cache:
             exc = UpstreamError(
                 f"provider {item.route!r} failed unexpectedly ({type(exc).__name__}); see the extension's log"
             )
+        if not isinstance(exc, UpstreamError):  # e.g. a request botocore refused to send
+            future.set_exception(exc)
+            return
         if (
             isinstance(exc, TransientError)
             and entry is not None
@@ -423,8 +532,7 @@ class Cache:
             and self._within_stale(entry, now)
         ):
             entry.failures += 1
-            backoff = min(RETRY_CAP, RETRY_BASE * 2 ** (entry.failures - 1))
-            entry.retry_at = now + backoff * (0.5 + self._rng.random() / 2)  # jitter
+            entry.retry_at = now + self._backoff(entry.failures, exc)
             log.warning(
                 "%s %r: refresh failed (%s); serving the stale value, retry in %.1fs",
                 item.route,
@@ -434,21 +542,35 @@ class Cache:
             )
             future.set_result(Lookup(entry.value, "stale", now - entry.fetched_at, 0.0))
             return
-        self._warn_failure(item, exc, now)
+        # Nothing to serve (or a failure that is not transient): remember it for a backoff, so
+        # that client load during an outage never becomes upstream load (about one call per
+        # key per backoff).
+        failures = entry.failures + 1 if entry is not None and entry.error is not None else 1
+        if self.policy.max_entries > 0:
+            backoff = self._backoff(failures, exc)
+            failed = _copy_error(exc)
+            held = Entry(
+                item, provider, stats, None, failed, 0.0, now, now + backoff, failures=failures
+            )
+            held.size = _key_bytes(item) + _error_bytes(failed)
+            self._put(held)
+            # One warning per backoff period of the key (there is one call per period).
+            log.warning(
+                "%s %r: upstream call failed: %s; no value is cached, so this is the answer "
+                "for %.1fs, then one retry",
+                item.route,
+                _short(item.name),
+                _short(str(exc), 300),
+                backoff,
+            )
+            exc.retry_after = backoff  # for the readers waiting now
         future.set_exception(exc)
 
-    def _warn_failure(self, item: Item, exc: CachelayerError, now: float) -> None:
-        """Log a failed upstream call for a key with no value to serve, once per backoff
-        period of that key (doubling up to RETRY_CAP), so an outage does not flood the log."""
-        count, quiet_until = self._warned.get(item.key, (0, 0.0))
-        if now < quiet_until:
-            return
-        if len(self._warned) >= 1024:  # bounded: forget the oldest news rather than grow
-            self._warned.clear()
-        self._warned[item.key] = (count + 1, now + min(RETRY_CAP, RETRY_BASE * 2**count))
-        # The message names the service, the operation, the key and AWS's error code; never
-        # a value (error messages never carry one).
-        log.warning("%s %r: upstream call failed: %s", item.route, item.name, exc)
+    def _backoff(self, failures: int, exc: BaseException) -> float:
+        """Seconds to wait before retrying a key after its ``failures``-th failure in a row."""
+        base = THROTTLED_BASE if isinstance(exc, ThrottlingError) else RETRY_BASE
+        backoff = min(RETRY_CAP, base * 2 ** min(failures - 1, 16))
+        return backoff * (0.5 + self._rng.random() / 2)  # jitter
 
     def _within_stale(self, entry: Entry, now: float) -> bool:
         return now < entry.expires_at + self.policy.stale_if_error
@@ -464,15 +586,15 @@ class Cache:
         age: float = 0.0,
         remaining: Optional[float] = None,
     ) -> Lookup:
-        self._warned.pop(item.key, None)
         now = self._clock()
         ttl = self._ttl(item)
-        if ttl <= 0 or value.size > self.policy.max_bytes or self.policy.max_entries <= 0:
+        size = _key_bytes(item) + value_bytes(value)
+        if ttl <= 0 or size > self.policy.max_bytes or self.policy.max_entries <= 0:
             self._drop(item.key)
             return Lookup(value, "miss", age, 0.0)
         fresh = ttl if remaining is None else min(ttl, remaining)
         stats = self._stats[item.route]
-        self._put(Entry(item, provider, stats, value, None, ttl, now - age, now + fresh))
+        self._put(Entry(item, provider, stats, value, None, ttl, now - age, now + fresh, size))
         return Lookup(value, "miss", age, fresh)
 
     def _store_stale(self, provider: Provider, item: Item, fetched: Fetched) -> Lookup:
@@ -490,10 +612,11 @@ class Cache:
             ttl,
             now - fetched.age,
             now - fetched.overdue,
+            _key_bytes(item) + value_bytes(fetched.value),
             failures=1,
             retry_at=now + RETRY_BASE * (0.5 + self._rng.random() / 2),
         )
-        if fetched.value.size <= self.policy.max_bytes and self.policy.max_entries > 0:
+        if entry.size <= self.policy.max_bytes and self.policy.max_entries > 0:
             self._put(entry)
         return Lookup(fetched.value, "stale", fetched.age, 0.0)
 
@@ -504,8 +627,9 @@ class Cache:
         # A "not found" read from the shared tier keeps its remaining time there.
         ttl = min(self.policy.negative_ttl, getattr(exc, "shared_remaining", math.inf))
         if ttl > 0 and self.policy.max_entries > 0:
+            size = _key_bytes(item) + _error_bytes(exc)
             self._put(
-                Entry(item, provider, self._stats[item.route], None, exc, ttl, now, now + ttl)
+                Entry(item, provider, self._stats[item.route], None, exc, ttl, now, now + ttl, size)
             )
 
     def _put(self, entry: Entry) -> None:
@@ -513,15 +637,32 @@ class Cache:
         self._drop(key)
         self._entries[key] = entry
         self._bytes += entry.size
-        while len(self._entries) > self.policy.max_entries or self._bytes > self.policy.max_bytes:
-            _, old = self._entries.popitem(last=False)
+        self._evict()
+
+    def _evict(self) -> None:
+        entries = self._entries
+        policy = self.policy
+        while entries and (
+            len(entries) > policy.max_entries or self._bytes + self._held > policy.max_bytes
+        ):
+            _, old = entries.popitem(last=False)
             self._bytes -= old.size
+            self.released += old.size
             old.stats.evictions += 1
+
+    def hold(self, delta: int) -> None:
+        """Count ``delta`` more (or, negative, fewer) bytes that a user of the cache keeps for
+        its entries (the server's per-URL memos), evicting entries to stay within
+        ``max_bytes``. The user keeps its own share bounded."""
+        self._held += delta
+        if delta > 0:
+            self._evict()
 
     def _drop(self, key: Key) -> None:
         old = self._entries.pop(key, None)
         if old is not None:
             self._bytes -= old.size
+            self.released += old.size
 
     def _spawn(self, future: asyncio.Future[Any]) -> None:
         async def quiet() -> None:
@@ -652,7 +793,7 @@ class Cache:
                 fetched += 1
                 continue
             if isinstance(result, NotFoundError):
-                self._remember_not_found(provider, item, result, self._clock())
+                self._remember_not_found(provider, item, _copy_error(result), self._clock())
             else:
                 self._stats[item.route].upstream_errors += 1
                 if isinstance(result, ThrottlingError):
@@ -728,8 +869,8 @@ class Cache:
 
     @property
     def size(self) -> Tuple[int, int]:
-        """(entries, bytes) held now."""
-        return len(self._entries), self._bytes
+        """(entries, bytes) held now: the entries' bytes plus those counted with ``hold``."""
+        return len(self._entries), self._bytes + self._held
 
     async def drain(self, timeout: float = 1.0) -> None:
         """Wait (briefly) for background refreshes to finish, e.g. before shutdown."""

@@ -99,6 +99,10 @@ _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-z]*)\s*$")
 _SIZE_HINT = "write an integer number of bytes or a size like 64MiB, 512KB, 1GB"
 _RATIO_HINT = "write a fraction from 0 to 1 (0.2) or a percentage (20%)"
 _INT_RE = re.compile(r"^[-+]?[0-9]+$")
+# Bounds that keep a hostile file from crashing the loader: Python refuses to convert integers
+# of over 4,300 digits, and deep nesting exhausts the recursion limit.
+_MAX_NUMBER = 100  # characters of a number (far beyond any setting's range)
+MAX_DEPTH = 64  # levels of nested mappings and lists
 
 _UnionType: Any = getattr(types, "UnionType", None)  # X | Y on Python 3.10+
 _SEQUENCES = (list, tuple, set, frozenset, cabc.Sequence, cabc.MutableSequence, cabc.Set)
@@ -108,6 +112,28 @@ _NOWHERE = "<no file>"  # the mark of the synthetic empty mapping, which has no 
 
 # --------------------------------------------------------------------------------------------
 # Reading YAML
+
+
+class _TooDeep(yaml.MarkedYAMLError):
+    """Nesting beyond ``MAX_DEPTH``."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader with nesting bounded: its composer recurses once per level."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Optional[Node], index: Any) -> Optional[Node]:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooDeep(problem_mark=self.peek_event().start_mark)
+            node: Optional[Node] = super().compose_node(parent, index)
+            return node
+        finally:
+            self._depth -= 1
 
 
 def _empty_mapping() -> MappingNode:
@@ -145,14 +171,37 @@ def load_yaml(path: str) -> Node:
             f"cannot read config file: {exc.strerror or exc}; check its permissions",
             source=path,
         ) from None
+    loader: Optional[_BoundedLoader] = None
     try:
-        try:
-            # libyaml's parser when PyYAML has it (several times faster); its marks carry the
-            # same lines and columns. On any error the pure-Python parser parses again, so an
-            # error reads exactly as it always has.
-            node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        except yaml.YAMLError:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = _BoundedLoader(text)  # checks every character first
+        node = loader.get_single_node()
+    except (ValueError, OverflowError) as exc:
+        # PyYAML's scanner turns an escape such as "\U99999999" into chr() without a check.
+        at = loader.get_mark().line + 1 if loader is not None else 1
+        raise ConfigError(
+            f"invalid escape or character at line {at} ({exc}); fix the escape sequence "
+            "in the double-quoted string (\\uXXXX or \\UXXXXXXXX up to 10FFFF)",
+            source=path,
+            line=at,
+        ) from None
+    except _TooDeep as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+        raise ConfigError(
+            f"nested more than {MAX_DEPTH} levels deep; no setting needs that many, so the "
+            "file is probably malformed (unbalanced [ or {, or a run of '- ')",
+            source=path,
+            line=line,
+        ) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character
+        shown = f"U+{char:04X}" if isinstance(char, int) else repr(char)
+        raise ConfigError(
+            f"character {shown} at line {line} is not allowed in YAML; remove it, or write it "
+            "as an escape (\\x01) inside a double-quoted string",
+            source=path,
+            line=line,
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = " ".join(p for p in (exc.context, exc.problem) if p)
@@ -166,6 +215,9 @@ def load_yaml(path: str) -> Node:
         raise ConfigError(f"YAML syntax error: {what}", source=path) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"YAML error: {exc}", source=path) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if node is None:
         return _empty_mapping()
     if not isinstance(node, MappingNode):
@@ -426,6 +478,12 @@ def _mapping_items(node: MappingNode, ctx: _Ctx) -> List[Tuple[str, Node, Node]]
                 f"a key must be a plain name, got {_describe_node(knode)}; write 'name: value'",
             )
         key = str(knode.value)
+        if len(key) > _MAX_NUMBER:
+            raise ctx.error(
+                knode,
+                f"a key of {len(key)} characters ({_shorten(key)!r}); keys are setting and "
+                f"section names, none over {_MAX_NUMBER} characters",
+            )
         if key in seen:
             raise ctx.error(
                 knode,
@@ -521,7 +579,7 @@ def _structure_literal(node: Node, options: Tuple[Any, ...], ctx: _Ctx) -> Any:
                 except ValueError:
                     pass
             elif isinstance(option, int):
-                if _INT_RE.match(text) and int(text) == option:
+                if len(text) <= _MAX_NUMBER and _INT_RE.match(text) and int(text) == option:
                     return option
             elif isinstance(option, str) and text == option:
                 return option
@@ -662,6 +720,12 @@ def _structure_scalar(node: Node, tp: type, ctx: _Ctx) -> Any:
     if _is_null(node):
         raise ctx.error(node, f"needs a value: expected {what}; write a value or remove the key")
     text = str(node.value)
+    if len(text) > _MAX_NUMBER and not issubclass(tp, str):
+        raise ctx.error(
+            node,
+            f"expected {what}, got a value of {len(text)} characters; no setting takes one "
+            f"over {_MAX_NUMBER}",
+        )
     if issubclass(tp, Duration):
         return _to_duration(node, text, ctx, tp)
     if issubclass(tp, ByteSize):
@@ -746,7 +810,7 @@ def _to_ratio(node: Node, text: str, ctx: _Ctx) -> float:
 # The cache: section and the resolved settings
 
 
-def _positive(instance: Any, attribute: Any, value: int) -> None:
+def _positive(instance: Any, attribute: Any, value: Any) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be greater than 0, got {value}", attribute)
 
@@ -771,7 +835,9 @@ def _namespace(instance: Any, attribute: Any, value: str) -> None:
 class CacheSettings:
     """The ``cache:`` section: global cache settings (durations and fractions in seconds/0..1).
 
-    ``max_entries`` 0 means "no caching"; only ``PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE=0`` or
+    ``stale_wait`` bounds how long a read of an expired key waits for its refresh before the
+    stale value is served (the refresh goes on); ``upstream_timeout`` how long any read waits
+    for upstream before it gets 504. ``max_entries`` 0 means "no caching"; only ``PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE=0`` or
     ``PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED=false`` can set it (the file must say >= 1).
     """
 
@@ -785,6 +851,10 @@ class CacheSettings:
     metrics: Literal["off", "emf"] = "off"
     metrics_namespace: str = attrs.field(default=DEFAULT_NAMESPACE, validator=_namespace)
     shared: Optional[SharedSettings] = None
+    # How long a read of an expired key waits for its refresh before it is answered with the
+    # stale value (the refresh goes on), and how long any read waits for upstream (then 504).
+    stale_wait: Duration = attrs.field(default=Duration(0.25), validator=_not_negative)
+    upstream_timeout: Duration = attrs.field(default=Duration(5.0), validator=_positive)
 
 
 @attrs.frozen
@@ -847,7 +917,7 @@ def plugin_filters(environ: Mapping[str, str]) -> Tuple[Optional[Tuple[str, ...]
 
 def _env_port(name: str, raw: str) -> int:
     text = raw.strip()
-    if not _INT_RE.match(text) or not 1 <= int(text) <= 65535:
+    if len(text) > 5 or not _INT_RE.match(text) or not 1 <= int(text) <= 65535:
         raise ConfigError(
             f"invalid port {_shorten(raw)!r}; write a number from 1 to 65535, e.g. 4000",
             source=name,
@@ -858,7 +928,7 @@ def _env_port(name: str, raw: str) -> int:
 def _env_whole(name: str, raw: str, what: str, unit: str, example: int) -> int:
     """A whole number, 0 or more, from the AWS extension's variables (TTLs, cache size)."""
     text = raw.strip()
-    if not _INT_RE.match(text) or int(text) < 0:
+    if len(text) > 18 or not _INT_RE.match(text) or int(text) < 0:
         raise ConfigError(
             f"invalid {what} {_shorten(raw)!r}; write a whole number of {unit}, 0 or more "
             f"(0 disables caching), e.g. {example}",
@@ -1057,9 +1127,18 @@ def load_settings(
         assert isinstance(node, MappingNode)
         root = node
         loaded = True
-    cache, config_sets_max, sections = _structure_every_section(
-        root, path, schemas, broken, disabled
-    )
+    try:
+        cache, config_sets_max, sections = _structure_every_section(
+            root, path, schemas, broken, disabled
+        )
+    except (ValueError, RecursionError, OverflowError) as exc:
+        # A backstop: every case known is reported above with its line; a file must never
+        # crash the extension (inside Lambda that would skip /extension/init/error).
+        raise ConfigError(
+            f"cannot be read ({type(exc).__name__}: {_shorten(str(exc), 200)}); check the "
+            "file against the README's configuration reference",
+            source=path,
+        ) from None
     cache = cache if cache is not None else CacheSettings()
     cache_node = _find_key(root, "cache")
     shared_line = None

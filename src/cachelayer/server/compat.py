@@ -53,12 +53,14 @@ async def handle(app: Any, path: str, params: Mapping[str, str]) -> Tuple[int, H
     if path == PARAMETERS_PATH:
         lookup = await _get_parameter(app, params)
         document: Dict[str, Any] = {
-            "Parameter": parameter_document(lookup.value.metadata),
+            "Parameter": parameter_document(lookup.value.metadata, lookup.value.body),
             "ResultMetadata": {},
         }
     elif path == SECRETS_PATH:
         lookup = await _get_secret(app, params)
-        document = secret_document(lookup.value.metadata)
+        document = secret_document(
+            lookup.value.metadata, lookup.value.body, lookup.value.content_type
+        )
     else:
         raise RouteNotFoundError(
             f"no compatibility route {path!r}; known: {', '.join(COMPAT_PATHS)}"
@@ -191,9 +193,11 @@ def _same_parameter(found_arn: Any, region: str, account: str, plain: str) -> bo
     return found is not None and found == (region, account, plain)
 
 
-def parameter_document(metadata: Mapping[str, Any]) -> Dict[str, Any]:
+def parameter_document(metadata: Mapping[str, Any], body: Optional[bytes] = None) -> Dict[str, Any]:
     """The ``Parameter`` object as AWS's extension returns it: every field of the SDK's
-    Parameter shape, absent ones as null, dates as RFC 3339 UTC strings."""
+    Parameter shape, absent ones as null, dates as RFC 3339 UTC strings. ``Value`` is the
+    ``body`` (the value is stored once), else the metadata's own ``Value``."""
+    value = body.decode("utf-8", "replace") if body is not None else metadata.get("Value")
     return {
         "ARN": metadata.get("ARN"),
         "DataType": metadata.get("DataType"),
@@ -202,7 +206,7 @@ def parameter_document(metadata: Mapping[str, Any]) -> Dict[str, Any]:
         "Selector": metadata.get("Selector"),
         "SourceResult": metadata.get("SourceResult"),
         "Type": metadata.get("Type"),
-        "Value": metadata.get("Value"),
+        "Value": value,
         "Version": metadata.get("Version"),
     }
 
@@ -222,10 +226,20 @@ async def _get_secret(app: Any, params: Mapping[str, str]) -> Lookup:
     return await _read(app, "secrets", native, refresh)
 
 
-def secret_document(metadata: Mapping[str, Any]) -> Dict[str, Any]:
+def secret_document(
+    metadata: Mapping[str, Any], body: Optional[bytes] = None, content_type: str = ""
+) -> Dict[str, Any]:
     """GetSecretValue's answer as AWS's extension returns it: both value fields present (one
-    null), ``SecretBinary`` base64, dates as RFC 3339 UTC strings, an empty ResultMetadata."""
+    null), ``SecretBinary`` base64, dates as RFC 3339 UTC strings, an empty ResultMetadata.
+    The value is the ``body`` (text for ``SecretString``, else ``SecretBinary``; it is stored
+    once), else the metadata's own fields."""
+    text = metadata.get("SecretString")
     binary = metadata.get("SecretBinary")
+    if body is not None:
+        if content_type.startswith("text/"):
+            text, binary = body.decode("utf-8", "replace"), None
+        else:
+            text, binary = None, body
     if isinstance(binary, (bytes, bytearray, memoryview)):
         binary = base64.b64encode(bytes(binary)).decode("ascii")
     stages = metadata.get("VersionStages")
@@ -234,7 +248,7 @@ def secret_document(metadata: Mapping[str, Any]) -> Dict[str, Any]:
         "CreatedDate": render_date(metadata.get("CreatedDate")),
         "Name": metadata.get("Name"),
         "SecretBinary": binary,
-        "SecretString": metadata.get("SecretString"),
+        "SecretString": text,
         "VersionId": metadata.get("VersionId"),
         "VersionStages": list(stages) if stages is not None else None,
         "ResultMetadata": {},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
 from hmac import compare_digest
 from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Set, Tuple
@@ -72,25 +73,31 @@ _ALLOW_READ = ((b"Allow", b"GET, HEAD"),)
 _ALLOW_POST = ((b"Allow", b"POST"),)
 _GENERIC_500 = "internal error while answering this request; the extension's log has the details"
 
-# A memo slot: [provider, item, value, age, remaining, rendered keep-alive GET response].
+# A memo slot: [provider, item, value, age, remaining, rendered keep-alive GET response,
+# bytes charged to the cache for it (see Server.charge_memo)].
 Memo = List[Any]
 # A response slot in a connection's queue: [bytes or None while pending, close after].
 Slot = List[Any]
 
 
-def _memo_response(memo: Memo, lookup: Any) -> bytes:
+def _memo_response(memo: Memo, lookup: Any, server: Server) -> bytes:
     """The memo's keep-alive GET response for ``lookup``, re-rendered only when the value or
     its whole-second Age / max-age changed since the last hit."""
     value = lookup.value
     age = int(lookup.age)
     remaining = int(lookup.remaining)
     if memo[2] is not value or memo[3] != age or memo[4] != remaining:
-        memo[5] = render_value(value.body, value.content_type, lookup.state, age, remaining)
+        size = len(memo[5])
+        data = render_value(value.body, value.content_type, lookup.state, age, remaining)
+        memo[5] = data
         memo[2] = value
         memo[3] = age
         memo[4] = remaining
-    data: bytes = memo[5]
-    return data
+        if len(data) != size:
+            server.charge_memo(memo)  # may forget this very memo when over the budget
+        return data
+    rendered: bytes = memo[5]
+    return rendered
 
 
 def _render_lookup(lookup: Any, conn: bytes, head: bool) -> bytes:
@@ -108,12 +115,17 @@ def _render_lookup(lookup: Any, conn: bytes, head: bool) -> bytes:
 
 def _render_failure(exc: CachelayerError, conn: bytes, head: bool, what: str) -> bytes:
     """The JSON error for ``exc``; a 500 is logged whole and shown generically (its text may
-    come from a bug, not from a message written for the client)."""
+    come from a bug, not from a message written for the client). A 503 (throttled upstream)
+    says in ``Retry-After`` when the cache will ask upstream again."""
     status, code = status_for(exc)
     if status == 500:
         log.error("error %s", what, exc_info=exc)
         return render_error(status, code, _GENERIC_500, connection=conn, head=head)
-    return render_error(status, code, str(exc), connection=conn, head=head)
+    extra: Tuple[Tuple[bytes, bytes], ...] = ()
+    retry_after = getattr(exc, "retry_after", None)
+    if status == 503 and retry_after is not None:
+        extra = ((b"Retry-After", b"%d" % max(1, math.ceil(retry_after))),)
+    return render_error(status, code, str(exc), connection=conn, head=head, extra=extra)
 
 
 class _Stop(Exception):
@@ -137,6 +149,7 @@ class HttpConnection(asyncio.Protocol):
         "_host",
         "_last_tick",
         "_nreq",
+        "_opened_tick",
         "_overloaded",
         "_parser",
         "_paused_pipeline",
@@ -153,6 +166,7 @@ class HttpConnection(asyncio.Protocol):
         "_tasks",
         "_token",
         "_transport",
+        "_trusted",
         "_url",
         "_xff",
     )
@@ -172,6 +186,9 @@ class HttpConnection(asyncio.Protocol):
         self._tasks: Set[asyncio.Task[None]] = set()
         self._closing = False
         self._overloaded = False
+        # Whether a request of this connection has passed auth: until then it is "pending",
+        # lives on a short budget and can be displaced by a client that does authenticate.
+        self._trusted = False
         self._paused_pipeline = False
         self._paused_writing = False
         self._nreq = 0
@@ -180,6 +197,7 @@ class HttpConnection(asyncio.Protocol):
         self._bytes_pending = 0  # bytes of a request received since the last complete one
         self._started_tick = 0
         self._last_tick = 0
+        self._opened_tick = 0
         self._reset_request()
 
     def _reset_request(self) -> None:
@@ -198,7 +216,7 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self._transport = transport
         server = self._server
-        self._last_tick = self._started_tick = server.tick
+        self._last_tick = self._started_tick = self._opened_tick = server.tick
         if not server.admit(self):
             self._overloaded = True
 
@@ -209,6 +227,15 @@ class HttpConnection(asyncio.Protocol):
         self._tasks.clear()
         self._queue.clear()
         self._server.release(self)
+
+    def eof_received(self) -> bool:
+        # The client half-closed (shutdown(SHUT_WR), as nc -N and socat do) after its
+        # requests: HTTP/1.1 allows it, so answer what is still pending, then close. Returning
+        # False would make asyncio close the transport before those answers are written.
+        if self._queue:
+            self._closing = True
+            return True
+        return False
 
     def pause_writing(self) -> None:
         # The client is not reading its responses: stop reading its requests.
@@ -238,7 +265,9 @@ class HttpConnection(asyncio.Protocol):
                 if lookup is not None:
                     self._nreq += 1
                     self._begun += 1
-                    self._transport.write(_memo_response(memo, lookup))
+                    self._transport.write(_memo_response(memo, lookup, self._server))
+                    if not self._trusted:  # these bytes passed auth when first parsed
+                        self._trust()
                     return
         before = self._nreq
         begun = self._begun
@@ -397,13 +426,15 @@ class HttpConnection(asyncio.Protocol):
             if memo is not None:
                 lookup = self._peek(memo[1])
                 if lookup is not None:
-                    data = _memo_response(memo, lookup)
+                    data = _memo_response(memo, lookup, self._server)
                     if self._queue:
                         self._queue.append([data, False])
                         self._check_pipeline()
                     else:
                         self._transport.write(data)
                     self._served_fast = memo
+                    if not self._trusted:
+                        self._trust()
                     return
         try:
             self._slow(url, method, keep, token, host, xff, body, problem)
@@ -435,13 +466,33 @@ class HttpConnection(asyncio.Protocol):
         head = method == _HEAD
 
         def error(
-            status: int, code: str, message: str, extra: Tuple[Tuple[bytes, bytes], ...] = ()
+            status: int,
+            code: str,
+            message: str,
+            extra: Tuple[Tuple[bytes, bytes], ...] = (),
+            close: bool = not keep,
         ) -> None:
             self._respond(
-                render_error(status, code, message, connection=conn, head=head, extra=extra),
-                not keep,
+                render_error(
+                    status,
+                    code,
+                    message,
+                    connection=CLOSE if close else conn,
+                    head=head,
+                    extra=extra,
+                ),
+                close,
             )
 
+        server = self._server
+        expected = self._expected
+        authentic = not server.auth_required or (
+            expected is not None and token is not None and compare_digest(token, expected)
+        )
+        if self._overloaded and authentic and problem is None and not xff:
+            # Over the limit, but it authenticates: it takes the slot of the oldest connection
+            # that never did, if there is one (the token holder must always be served).
+            self._overloaded = not server.make_room(self)
         if self._overloaded:
             self._respond(
                 render_error(
@@ -461,16 +512,18 @@ class HttpConnection(asyncio.Protocol):
         if not host and self._parser.get_http_version() == "1.1":
             error(400, "BadRequest", "HTTP/1.1 requests must carry a Host header")
             return
+        # A request that fails auth closes its connection: it must not keep a slot that the
+        # function holding the token may need.
         if xff:
             error(
                 403,
                 "ForwardedRequest",
                 "requests carrying X-Forwarded-For are refused: the cache answers local callers "
-                "only, never requests relayed through a proxy",
+                "only, never requests relayed through a proxy; the connection is closed",
+                close=True,
             )
             return
-        if self._server.auth_required:
-            expected = self._expected
+        if not authentic:
             if expected is None:
                 error(
                     401,
@@ -478,6 +531,7 @@ class HttpConnection(asyncio.Protocol):
                     "auth is 'token' but AWS_SESSION_TOKEN is not set in the extension's "
                     "environment, so no request can be authenticated; set AWS_SESSION_TOKEN or "
                     "set CACHE_EXTENSION_AUTH=none",
+                    close=True,
                 )
                 return
             if token is None:
@@ -485,17 +539,20 @@ class HttpConnection(asyncio.Protocol):
                     401,
                     "MissingToken",
                     "missing X-Aws-Parameters-Secrets-Token header; send the value of the "
-                    "AWS_SESSION_TOKEN environment variable in it",
+                    "AWS_SESSION_TOKEN environment variable in it (the connection is closed)",
+                    close=True,
                 )
                 return
-            if not compare_digest(token, expected):
-                error(
-                    403,
-                    "InvalidToken",
-                    "X-Aws-Parameters-Secrets-Token does not match this environment's "
-                    "AWS_SESSION_TOKEN",
-                )
-                return
+            error(
+                403,
+                "InvalidToken",
+                "X-Aws-Parameters-Secrets-Token does not match this environment's "
+                "AWS_SESSION_TOKEN; the connection is closed",
+                close=True,
+            )
+            return
+        if not self._trusted:
+            self._trust()
         if body and method != _POST:
             error(
                 400,
@@ -547,11 +604,8 @@ class HttpConnection(asyncio.Protocol):
         except CachelayerError as exc:
             self._respond(_render_failure(exc, conn, head, f"resolving route {route!r}"), not keep)
             return
-        memo = [provider, item, None, -1, -1, b""]
-        routes = self._routes
-        if len(routes) >= Limits.route_memo:
-            del routes[next(iter(routes))]
-        routes[url] = memo
+        memo = [provider, item, None, -1, -1, b"", 0]
+        self._server.add_memo(url, memo)
         self._serve_item(memo, head, keep)
 
     def _serve_item(self, memo: Memo, head: bool, keep: bool) -> None:
@@ -779,14 +833,34 @@ class HttpConnection(asyncio.Protocol):
         if transport.can_write_eof():
             transport.write_eof()
             asyncio.get_running_loop().call_later(Limits.linger, transport.close)
+            # Done with: a lingering connection holds no slot a newcomer may need.
+            self._server.release(self)
         else:
             transport.close()
 
+    def _trust(self) -> None:
+        self._trusted = True
+        self._server.trusted(self)
+
+    @property
+    def trusted(self) -> bool:
+        """Whether a request of this connection has passed auth."""
+        return self._trusted
+
     # -- timeouts, called by the server about once a second ---------------------------------
 
-    def check_timeouts(self, tick: int, idle_ticks: int, request_ticks: int) -> None:
-        if self._closing or self._queue:
-            return  # closing already, or waiting for an upstream: not idle
+    def check_timeouts(
+        self, tick: int, idle_ticks: int, request_ticks: int, pending_ticks: int
+    ) -> None:
+        if self._closing:
+            return
+        if not self._trusted and tick - self._opened_tick >= pending_ticks:
+            # Never authenticated within its budget, however busy: it may be holding a slot.
+            self._closing = True
+            self._transport.close()
+            return
+        if self._queue:
+            return  # waiting for an upstream: not idle
         if self._bytes_pending and tick - self._started_tick >= request_ticks:
             self._send(
                 render_error(

@@ -40,6 +40,7 @@ STATUS_FOR_CODE: Dict[str, int] = {
     "UnknownRoute": 404,
     "UpstreamError": 502,
     "UpstreamUnavailable": 502,
+    "Throttled": 503,
     "UpstreamTimeout": 504,
     "ConfigError": 500,
     "PluginError": 500,

@@ -7,11 +7,11 @@ import contextlib
 import errno
 import ipaddress
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 
 import attrs
 
-from cachelayer.server.protocol import HttpConnection, Memo
+from cachelayer.server.protocol import HttpConnection, Limits, Memo
 
 __all__ = ["DEFAULT_HOSTS", "Server"]
 
@@ -23,6 +23,24 @@ DEFAULT_HOSTS = ("127.0.0.1", "::1")
 
 # Errors that mean "this host has no such address / family": skip that listener quietly.
 _UNAVAILABLE = {errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT}
+
+
+# Once this many bytes of entries have been dropped since the last time, hand the free memory
+# back to the system (see _trim_memory).
+TRIM_AFTER = 1024 * 1024
+
+
+def _malloc_trim() -> Optional[Callable[[], Any]]:
+    """glibc's ``malloc_trim(0)``, or None where there is none (musl, macOS)."""
+    try:
+        import ctypes
+
+        trim = ctypes.CDLL(None).malloc_trim
+    except (ImportError, OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return lambda: trim(0)
 
 
 def _check_loopback(host: str) -> None:
@@ -43,10 +61,17 @@ def _check_loopback(host: str) -> None:
 class Server:
     """The HTTP front end of an Application (``app.settings``, ``app.router``, ``app.cache``).
 
-    ``port`` overrides ``app.settings.port`` (0 picks a free one, for tests). Connections beyond
-    ``max_connections`` get their first request answered with 503 and are closed. A connection
-    idle for ``idle_timeout`` seconds is closed; one that takes longer than ``request_timeout``
-    to send a whole request gets 408 and is closed.
+    ``port`` overrides ``app.settings.port`` (0 picks a free one, for tests). A connection is
+    "pending" until one of its requests passes auth: pending ones are closed after
+    ``pending_timeout`` seconds whatever they do, and a request failing auth closes its
+    connection. Beyond ``max_connections``, a newcomer whose request authenticates takes the
+    slot of the oldest pending connection; any other gets 503 and is closed. Past twice
+    ``max_connections`` open sockets, each newcomer closes the oldest pending connection at
+    once. A connection idle for ``idle_timeout`` seconds is closed; one that takes longer than
+    ``request_timeout`` to send a whole request gets 408 and is closed.
+
+    Per-URL memos (route resolution and rendered response) are counted against the cache's
+    ``max_bytes`` and kept within a quarter of it.
     """
 
     app: Any
@@ -54,6 +79,7 @@ class Server:
     max_connections: int = 256
     idle_timeout: float = 60.0
     request_timeout: float = 10.0
+    pending_timeout: float = 5.0
     routes: Dict[bytes, Memo] = attrs.field(factory=dict, init=False)
     requests: Dict[bytes, Memo] = attrs.field(factory=dict, init=False)
     tick: int = attrs.field(default=0, init=False)
@@ -62,6 +88,9 @@ class Server:
     _port: int = attrs.field(default=0, init=False)
     _servers: List[Any] = attrs.field(factory=list, init=False)
     _connections: Set[HttpConnection] = attrs.field(factory=set, init=False)
+    # Connections not yet authenticated, oldest first (a dict keeps insertion order).
+    _pending: Dict[HttpConnection, None] = attrs.field(factory=dict, init=False)
+    _memo_bytes: int = attrs.field(default=0, init=False)
     _sweeper: Optional[asyncio.Task[None]] = attrs.field(default=None, init=False)
     _closed: Optional[asyncio.Event] = attrs.field(default=None, init=False)
     _drained: Optional[asyncio.Event] = attrs.field(default=None, init=False)
@@ -177,25 +206,118 @@ class Server:
     # -- called by connections ---------------------------------------------------------
 
     def admit(self, conn: HttpConnection) -> bool:
-        """Track a new connection; False when it is over the limit (it will get a 503)."""
+        """Track a new, pending connection; False when it is over the limit (its request will
+        get a 503 unless it authenticates and there is a pending connection to displace)."""
         self._connections.add(conn)
+        self._pending[conn] = None
         if self._drained is not None:
             self._drained.clear()
+        if len(self._connections) > 2 * self.max_connections:
+            # Sockets (file descriptors) are bounded too: the oldest pending one goes now.
+            self._displace(conn)
         return len(self._connections) <= self.max_connections
+
+    def trusted(self, conn: HttpConnection) -> None:
+        """``conn`` has passed auth: it is no longer pending."""
+        self._pending.pop(conn, None)
+
+    def make_room(self, conn: HttpConnection) -> bool:
+        """Close the oldest pending connection other than ``conn`` to make room for it;
+        False when every other connection has authenticated."""
+        return self._displace(conn)
+
+    def _displace(self, keep: HttpConnection) -> bool:
+        for victim in self._pending:
+            if victim is not keep:
+                del self._pending[victim]
+                victim.abort()
+                return True
+        return False
 
     def release(self, conn: HttpConnection) -> None:
         """Forget a closed connection."""
         self._connections.discard(conn)
+        self._pending.pop(conn, None)
         if not self._connections and self._drained is not None:
             self._drained.set()
+
+    # -- per-URL memos, counted against the cache's max_bytes ---------------------------
+
+    def _memo_budget(self) -> int:
+        return int(self.app.cache.policy.max_bytes) // 4
+
+    @staticmethod
+    def _memo_cost(url: bytes, memo: Memo) -> int:
+        # The URL (key), the item's name, the rendered response and the value it was
+        # rendered from (which the memo keeps alive), and the memo's own objects.
+        return 256 + 2 * len(url) + 2 * len(memo[5])
+
+    def add_memo(self, url: bytes, memo: Memo) -> None:
+        """Remember ``memo`` for ``url``, within the memo count and byte bounds."""
+        routes = self.routes
+        before = self._memo_bytes
+        old = routes.pop(url, None)
+        if old is not None:
+            self._forget_memo(old)
+        while len(routes) >= Limits.route_memo:
+            self._forget_memo(routes.pop(next(iter(routes))))
+        memo.append(url)  # memo[7]: its own URL, for re-costing
+        routes[url] = memo
+        self.app.cache.hold(self._memo_bytes - before)
+        self.charge_memo(memo)
+
+    def charge_memo(self, memo: Memo) -> None:
+        """Count ``memo``'s bytes again (its rendered response changed); drop the oldest memos
+        while they are over their budget."""
+        routes = self.routes
+        if routes.get(memo[7]) is not memo:
+            return  # forgotten already (a connection still held it): counted for nothing
+        before = self._memo_bytes
+        cost = self._memo_cost(memo[7], memo)
+        self._memo_bytes += cost - memo[6]
+        memo[6] = cost
+        budget = self._memo_budget()
+        while self._memo_bytes > budget and routes:
+            self._forget_memo(routes.pop(next(iter(routes))))
+        # Memos first make room among themselves; the cache evicts entries only for the rest.
+        self.app.cache.hold(self._memo_bytes - before)
+
+    def _forget_memo(self, memo: Memo) -> None:
+        """Drop ``memo``'s bytes from the memo total (the caller tells the cache)."""
+        self._memo_bytes -= memo[6]
+        memo[6] = 0
+        memo[2] = None  # nothing pinned: a request memo still pointing here re-renders
+        memo[5] = b""
+        memo[3] = memo[4] = -1
+        requests = self.requests
+        for data in [d for d, m in requests.items() if m is memo]:
+            del requests[data]
+
+    @property
+    def memo_bytes(self) -> int:
+        """Bytes the per-URL memos are counted for (part of the cache's ``max_bytes``)."""
+        return self._memo_bytes
 
     async def _sweep(self) -> None:
         # One timer for all connections, counting ticks rather than wall time: a Lambda freeze
         # stops this loop too, so frozen time never counts as idle.
         idle = max(1, round(self.idle_timeout))
         request = max(1, round(self.request_timeout))
+        pending = max(1, round(self.pending_timeout))
+        cache = self.app.cache
+        trimmed = cache.released
+        trim: Any = False  # not looked up yet
         while True:
             await asyncio.sleep(1.0)
             self.tick += 1
             for conn in list(self._connections):
-                conn.check_timeouts(self.tick, idle, request)
+                conn.check_timeouts(self.tick, idle, request, pending)
+            if cache.released - trimmed >= TRIM_AFTER:
+                # The evicted names, values and errors were allocated between short-lived
+                # buffers (requests, responses, AWS answers): glibc keeps the pages in between
+                # mapped, and RSS would grow far past max_bytes. Give them back.
+                trimmed = cache.released
+                if trim is False:
+                    trim = _malloc_trim()
+                if trim is not None:
+                    trim()

@@ -89,7 +89,7 @@ def _value(table: str, attributes: Mapping[str, Any]) -> Value:
     return Value(
         body=item_to_json(attributes).encode("utf-8"),
         content_type=JSON,
-        metadata={"TableName": table, "Item": dict(attributes)},
+        metadata={"TableName": table},  # the item is the body: kept once
     )
 
 

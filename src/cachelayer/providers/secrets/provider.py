@@ -72,7 +72,12 @@ def _blob(data: Any) -> bytes:
 
 
 def _value(fields: Mapping[str, Any]) -> Value:
-    metadata = {k: v for k, v in fields.items() if k != "ResponseMetadata"}
+    # The value is the body: kept once, not again in the metadata.
+    metadata = {
+        k: v
+        for k, v in fields.items()
+        if k not in ("ResponseMetadata", "SecretString", "SecretBinary")
+    }
     if fields.get("SecretString") is not None:
         return Value(str(fields["SecretString"]).encode("utf-8"), TEXT, metadata)
     if fields.get("SecretBinary") is not None:

@@ -227,5 +227,6 @@ def _value(parameter: Mapping[str, Any]) -> Value:
     return Value(
         body=str(parameter.get("Value", "")).encode("utf-8"),
         content_type=TEXT,
-        metadata=dict(parameter),
+        # The value is the body: kept once, not again in the metadata.
+        metadata={k: v for k, v in parameter.items() if k != "Value"},
     )
