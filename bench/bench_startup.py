@@ -55,8 +55,11 @@ while True:
 CACHELAYER_LAUNCHER = (
     '#!/bin/sh\nexec "{python}" -m cachelayer.extension --name "$(basename "$0")"\n'
 )
+# The handler builds its HTTP opener at import (the function's init), as a function keeps its
+# clients at module scope: the first miss then times the extension, not urllib's first use.
 HANDLER = """
 import os, time, urllib.request
+urllib.request.install_opener(urllib.request.build_opener())
 def handler(event, context):
     took = []
     for path in event.get("paths", []):

@@ -11,7 +11,7 @@ import logging
 import sys
 import textwrap
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 import pytest
 
@@ -122,6 +122,33 @@ class TestDiscovery:
         monkeypatch.syspath_prepend(str(second))
         _, registry = discover(allow=[ep])
         assert registry.names() == [ep]
+
+    def test_loading_scans_the_installed_distributions_once(
+        self, site: Site, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Every plugin is loaded from one scan of the installed distributions, not one scan per
+        entry point (the dev venv holds ~100 distributions; startup pays for each scan)."""
+        from importlib import metadata
+
+        names = [site.module_name(n) for n in ("scan_a", "scan_b", "scan_c")]
+        for name in names:
+            site.good(f"cachelayer-{name}", name, name)
+        scans: List[int] = []
+        real = metadata.distributions
+
+        def counting(**kwargs: Any) -> Iterable[metadata.Distribution]:
+            scans.append(1)
+            return real(**kwargs)
+
+        monkeypatch.setattr(metadata, "distributions", counting)
+        pm = make_plugin_manager()
+        assert load_plugins(pm, allow=names) == []
+        assert len(scans) == 1
+        registry = collect_providers(pm)
+        assert sorted(registry.names()) == sorted(names)
+        assert {registry.by_name[n].distribution for n in names} == {
+            f"cachelayer-{n}" for n in names
+        }
 
 
 class TestBrokenPlugin:

@@ -7,6 +7,7 @@ nothing heavy (botocore above all) may be loaded before the extension has said i
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -103,13 +104,27 @@ class _EventPump:
             done.set()
 
 
-async def _prefetch_unless_stopped(app: Any, pump: _EventPump) -> bool:
-    """Prefetch within the init budget; True if a signal asked to stop first (prefetch cancelled)."""
+def _start_prefetch(app: Any) -> asyncio.Future[Any]:
+    """The prefetch as a task, within the init budget: Lambda gives init 10 s in all; what is
+    not fetched by then is fetched on demand."""
     import asyncio
 
-    started = time.monotonic()
-    # Lambda gives init 10 s in all; what is not fetched by then is fetched on demand.
-    prefetch = asyncio.ensure_future(asyncio.wait_for(app.prefetch(), PREFETCH_BUDGET_S))
+    return asyncio.ensure_future(asyncio.wait_for(app.prefetch(), PREFETCH_BUDGET_S))
+
+
+async def _prefetch_unless_stopped(
+    app: Any,
+    pump: _EventPump,
+    prefetch: Optional[asyncio.Future[Any]] = None,
+    started: Optional[float] = None,
+) -> bool:
+    """Await the prefetch (started here unless ``prefetch`` is the task already running, since
+    ``started``); True if a signal asked to stop first (prefetch cancelled)."""
+    import asyncio
+
+    started = time.monotonic() if started is None else started
+    if prefetch is None:
+        prefetch = _start_prefetch(app)
     stop = asyncio.ensure_future(pump.events.get())
     done, _ = await asyncio.wait({prefetch, stop}, return_when=asyncio.FIRST_COMPLETED)
     if stop in done:
@@ -138,7 +153,8 @@ async def _prefetch_unless_stopped(app: Any, pump: _EventPump) -> bool:
 
 
 async def serve(client: ExtensionsClient, environ: Mapping[str, str]) -> int:
-    """Everything after registering: build, bind, prefetch, then serve until SHUTDOWN."""
+    """Everything after registering: build, start the prefetch, bind, await the prefetch, then
+    serve until SHUTDOWN."""
     import asyncio
 
     from cachelayer.errors import ConfigError, PluginError
@@ -155,21 +171,6 @@ async def serve(client: ExtensionsClient, environ: Mapping[str, str]) -> int:
         log.exception("init failed")
         return _init_failed(client, "Extension.InternalError", f"{type(exc).__name__}: {exc}")
     setup_logging(str(getattr(app.settings, "log_level", "INFO")))
-
-    from cachelayer.server import Server
-
-    server = Server(app)
-    try:
-        await server.start()
-    except OSError as exc:
-        app.close()
-        return _init_failed(
-            client,
-            "Extension.PortInUse",
-            f"cannot listen on 127.0.0.1:{app.settings.port}: {exc.strerror or exc}; "
-            "another process holds the port: set CACHE_EXTENSION_PORT to a free one",
-        )
-    log.info("listening on port %s", server.port)
     loop = asyncio.get_running_loop()
     pump = _EventPump(client, loop, app)
     # Installed before the prefetch, so SIGTERM during a slow init still ends in a clean exit.
@@ -179,9 +180,40 @@ async def serve(client: ExtensionsClient, environ: Mapping[str, str]) -> int:
             pump.events.put_nowait,
             {"eventType": "SHUTDOWN", "shutdownReason": signal.Signals(sig).name},
         )
-    stopped = False
+    prefetch = None
+    prefetch_started = time.monotonic()
     if app.settings.init_startup:
-        stopped = await _prefetch_unless_stopped(app, pump)
+        # Started before the server is imported and bound: the first batch calls wait on AWS
+        # in the cache's threads while this thread imports and binds (ready is then the longer
+        # of the two, not their sum). A read arriving once the port is bound joins the batch.
+        prefetch = _start_prefetch(app)
+        for _ in range(4):  # a few loop turns: the prefetch hands its first batches to threads
+            await asyncio.sleep(0)
+
+    from cachelayer.server import Server
+
+    server = Server(app)
+    try:
+        await server.start()
+    except OSError as exc:
+        if prefetch is not None:
+            prefetch.cancel()
+            await asyncio.gather(prefetch, return_exceptions=True)
+        app.close()
+        return _init_failed(
+            client,
+            "Extension.PortInUse",
+            f"cannot listen on 127.0.0.1:{app.settings.port}: {exc.strerror or exc}; "
+            "another process holds the port: set CACHE_EXTENSION_PORT to a free one",
+        )
+    log.info("listening on port %s", server.port)
+    stopped = False
+    if prefetch is not None:
+        stopped = await _prefetch_unless_stopped(app, pump, prefetch, prefetch_started)
+    # Init's objects live as long as the process: out of the collector's sight from now on, so
+    # no full collection walks them during the first requests (see main()).
+    gc.freeze()
+    gc.enable()
     if not stopped:
         pump.start()
 
@@ -234,7 +266,13 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
         log.error("%s", exc)
         return 1
     log.debug("registered as %s", name)
-    return _run(serve(client, environ))
+    # Init allocates much and frees little (imports, classes, config): no collections until
+    # ready, where serve() freezes what init made and enables the collector again.
+    gc.disable()
+    try:
+        return _run(serve(client, environ))
+    finally:
+        gc.enable()
 
 
 if __name__ == "__main__":

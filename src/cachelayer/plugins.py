@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import weakref
 from importlib import metadata
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -30,10 +31,14 @@ def canonical_name(name: str) -> str:
 
 def filter_warnings(allow: Optional[Iterable[str]], deny: Iterable[str]) -> List[str]:
     """A warning for each name in the plugin filters that no installed plugin has."""
+    allow = list(allow or ())
+    deny = list(deny)
+    if not allow and not deny:  # nothing to check: no scan of the installed distributions
+        return []
     installed = {canonical_name(ep.name) for ep in metadata.entry_points(group=GROUP)}
     warnings = []
     for variable, names in (
-        ("CACHE_EXTENSION_PLUGINS", allow or ()),
+        ("CACHE_EXTENSION_PLUGINS", allow),
         ("CACHE_EXTENSION_DISABLE_PLUGINS", deny),
     ):
         for name in names:
@@ -134,9 +139,15 @@ def load_plugins(
             pm.set_blocked(ep.name)
             log.info("plugin %r disabled by configuration", ep.name)
             continue
+        if pm.has_plugin(ep.name) or pm.is_blocked(ep.name):  # as pluggy's own loader skips
+            continue
         try:
-            # pluggy's own loader, one entry point at a time, so one failure stops nothing.
-            pm.load_setuptools_entrypoints(GROUP, name=ep.name)
+            # One entry point at a time, so one failure stops nothing. Not pluggy's
+            # load_setuptools_entrypoints(name=): it scans every installed distribution again
+            # for each name; this scan found the entry point and its distribution already.
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+            _loaded_from.setdefault(pm, []).append((plugin, ep.dist))
         except Exception as exc:  # any import-time failure of third-party code
             dist = ep.dist.name if ep.dist is not None else "?"
             b = BrokenPlugin(ep.name, dist, f"{type(exc).__name__}: {exc}")
@@ -161,7 +172,18 @@ def _dist_label(ep: metadata.EntryPoint) -> str:
     return f"distribution {ep.dist.name!r} {ep.dist.version}"
 
 
+# The distribution each plugin ``load_plugins`` registered came from, per plugin manager.
+_loaded_from: weakref.WeakKeyDictionary[pluggy.PluginManager, List[Tuple[object, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _distribution_of(pm: pluggy.PluginManager, plugin: object) -> Tuple[str, str]:
+    for p, found in _loaded_from.get(pm, ()):
+        if p is plugin:
+            if found is None:
+                return "?", ""
+            return found.metadata["name"], found.version
     for p, dist in pm.list_plugin_distinfo():
         if p is plugin:
             return dist.metadata["name"], dist.version
