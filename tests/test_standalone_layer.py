@@ -33,6 +33,7 @@ from cachelayer.testing.sample import (
     SAMPLE_SECRET_VALUE,
     seed_sample,
 )
+from cachelayer.testing.tls import make_test_ca
 
 REPO = Path(__file__).resolve().parent.parent
 HANDLERS = Path(__file__).resolve().parent / "lambda_fixtures" / "handlers"
@@ -401,50 +402,10 @@ class TestInEmptyRoot:
 
 def _test_ca_and_server(tmp: Path) -> Tuple[bytes, ssl.SSLContext]:
     """A throwaway CA (PEM) and a server context with a localhost certificate it signed."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cachelayer test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(2)
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    (tmp / "server.pem").write_bytes(
-        cert.public_bytes(serialization.Encoding.PEM)
-        + key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    ca = make_test_ca(tmp / "test-ca")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(tmp / "server.pem")
-    return ca.public_bytes(serialization.Encoding.PEM), ctx
+    ctx.load_cert_chain(ca.cert_file, ca.key_file)
+    return ca.ca_file.read_bytes(), ctx
 
 
 @needs_debian
