@@ -1,5 +1,6 @@
 """Bounded fuzzers: the real ``cachelayer serve`` under 50,000 random and grammar-built requests,
-and the config loader under hypothesis-built YAML. Longer runs: ``bench/bench_abuse.py``."""
+and the config loader under hypothesis-built YAML. Longer runs: ``bench/bench_fuzz.py`` (it sets
+``CACHELAYER_FUZZ_BATCHES`` and ``CACHELAYER_FUZZ_EXAMPLES``; the defaults are CI's bounded run)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ from cachelayer.testing.moto import aws_environment, free_port
 
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
 SEED = 20261201  # fixed: a failure is reproduced by running the test again
+# CI's bounded run by default; bench/bench_fuzz.py raises both for longer runs.
+BATCHES = int(os.environ.get("CACHELAYER_FUZZ_BATCHES", "43"))
+EXAMPLES = int(os.environ.get("CACHELAYER_FUZZ_EXAMPLES", "400"))
 
 # -- the request grammar ----------------------------------------------------------------------
 
@@ -268,7 +272,7 @@ class TestSocketFuzzer:
         warm = asyncio.run(_fuzz(port, token, rng, 2))  # imports, memos, negative entries
         rss_before = _rss_kib(proc.pid)
         started = time.monotonic()
-        sent = asyncio.run(_fuzz(port, token, rng, 43))
+        sent = asyncio.run(_fuzz(port, token, rng, BATCHES))
         took = time.monotonic() - started
         rss_after = _rss_kib(proc.pid)
         total = {k: warm[k] + sent[k] for k in sent}
@@ -355,7 +359,7 @@ def _mutate(text: str, data: st.DataObject) -> str:
 
 class TestConfigFuzzer:
     @settings(
-        max_examples=400,
+        max_examples=EXAMPLES,
         deadline=None,
         derandomize=True,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
