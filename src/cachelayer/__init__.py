@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import pluggy
 
     from cachelayer.awsjson import JsonClient, JsonClientFactory, JsonService
+    from cachelayer.compat import AwsCompatRoute, CompatRead, CompatRequest
     from cachelayer.errors import (
         BadRequestError,
         CachelayerError,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     hookimpl: pluggy.HookimplMarker
 
 _LAZY: Dict[str, Tuple[str, str]] = {
+    **{n: ("cachelayer.compat", n) for n in ("AwsCompatRoute", "CompatRead", "CompatRequest")},
     **{
         name: ("cachelayer.awsjson", name)
         for name in ("JsonClient", "JsonClientFactory", "JsonService")
@@ -102,8 +104,11 @@ __all__ = [
     "BINARY",
     "JSON",
     "TEXT",
+    "AwsCompatRoute",
     "BadRequestError",
     "CachelayerError",
+    "CompatRead",
+    "CompatRequest",
     "ConfigError",
     "Duration",
     "Item",

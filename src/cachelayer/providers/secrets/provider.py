@@ -10,6 +10,7 @@ import attrs
 from cachelayer import (
     BINARY,
     TEXT,
+    AwsCompatRoute,
     BadRequestError,
     CachelayerError,
     Item,
@@ -28,6 +29,7 @@ from cachelayer.providers._named import (
     run_batches,
     target_of,
 )
+from cachelayer.providers.secrets.compat import SECRETS_ROUTE
 from cachelayer.providers.secrets.config import SecretsConfig
 
 __all__ = ["SecretsManagerProvider"]
@@ -99,6 +101,7 @@ class SecretsManagerProvider:
     route: ClassVar[str] = "secrets"
     services: ClassVar[Tuple[str, ...]] = ("secretsmanager",)
     config_schema: ClassVar[Any] = SecretsConfig
+    aws_compat: ClassVar[AwsCompatRoute] = SECRETS_ROUTE
 
     _context: Optional[ProviderContext] = None
     _declarations: Declarations = attrs.Factory(Declarations)

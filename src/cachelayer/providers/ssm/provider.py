@@ -9,6 +9,7 @@ import attrs
 
 from cachelayer import (
     TEXT,
+    AwsCompatRoute,
     BadRequestError,
     CachelayerError,
     Item,
@@ -25,11 +26,11 @@ from cachelayer.providers._named import (
     run_batches,
     target_of,
 )
+from cachelayer.providers.ssm.compat import PARAMETERS_ROUTE, REFERENCE_PREFIX
 from cachelayer.providers.ssm.config import ParametersConfig
 
 __all__ = ["ParameterStoreProvider"]
 
-REFERENCE_PREFIX = "/aws/reference/secretsmanager/"
 NOT_FOUND_CODES = ("ParameterNotFound", "ParameterVersionNotFound")
 BATCH_SIZE = 10  # GetParameters accepts at most 10 names
 ALLOWED_PARAMS = ("name", "version", "label", "withDecryption")
@@ -59,6 +60,7 @@ class ParameterStoreProvider:
     route: ClassVar[str] = "parameters"
     services: ClassVar[Tuple[str, ...]] = ("ssm",)
     config_schema: ClassVar[Any] = ParametersConfig
+    aws_compat: ClassVar[AwsCompatRoute] = PARAMETERS_ROUTE
 
     _context: Optional[ProviderContext] = None
     _declarations: Declarations = attrs.Factory(Declarations)
