@@ -16,7 +16,10 @@ from typing import Any, Dict, Iterator, Mapping
 import boto3
 import pytest
 
-from cachelayer.server import compat
+from cachelayer.compat import render_date
+from cachelayer.providers.secrets.compat import SECRETS_PATH
+from cachelayer.providers.ssm.compat import PARAMETERS_PATH, parameter_document, split_parameter_arn
+from cachelayer.server.operations import openapi_bytes
 from cachelayer.testing.live import Live, live_server
 
 # -- what code written for AWS's extension does (as AWS's documentation shows it) -------------
@@ -74,8 +77,8 @@ def q(path: str, **params: str) -> str:
     return f"{path}?{urllib.parse.urlencode(params)}"
 
 
-P = compat.PARAMETERS_PATH
-S = compat.SECRETS_PATH
+P = PARAMETERS_PATH
+S = SECRETS_PATH
 
 
 @pytest.fixture()
@@ -103,14 +106,14 @@ class TestRendering:
         """Dates render as Go's time.Time does in AWS's extension: UTC, 'Z', trimmed fraction."""
         tz = datetime.timezone(datetime.timedelta(hours=2))
         when = datetime.datetime(2022, 11, 16, 10, 22, 40, 362000, tzinfo=tz)
-        assert compat.render_date(when) == "2022-11-16T08:22:40.362Z"
-        assert compat.render_date(when.replace(microsecond=0)) == "2022-11-16T08:22:40Z"
-        assert compat.render_date(1668586960.5) == "2022-11-16T08:22:40.5Z"
-        assert compat.render_date(None) is None
+        assert render_date(when) == "2022-11-16T08:22:40.362Z"
+        assert render_date(when.replace(microsecond=0)) == "2022-11-16T08:22:40Z"
+        assert render_date(1668586960.5) == "2022-11-16T08:22:40.5Z"
+        assert render_date(None) is None
 
     def test_parameter_arns_split_into_region_account_and_name(self) -> None:
         """An SSM parameter ARN gives back the name with its leading slash restored."""
-        split = compat.split_parameter_arn
+        split = split_parameter_arn
         assert split("arn:aws:ssm:eu-west-1:123456789012:parameter/app/db") == (
             "eu-west-1",
             "123456789012",
@@ -126,7 +129,7 @@ class TestRendering:
 
     def test_absent_parameter_fields_are_null(self) -> None:
         """Every field of the Parameter shape is present, absent ones null, as AWS's extension sends."""
-        doc = compat.parameter_document({"Name": "n", "Value": "v", "Type": "String", "Version": 1})
+        doc = parameter_document({"Name": "n", "Value": "v", "Type": "String", "Version": 1})
         assert list(doc) == [
             "ARN",
             "DataType",
@@ -142,7 +145,7 @@ class TestRendering:
 
     def test_openapi_bytes_are_the_package_document(self) -> None:
         """openapi_bytes() is the packaged openapi.json, parsed as an OpenAPI 3.1 document."""
-        assert json.loads(compat.openapi_bytes())["openapi"].startswith("3.1")
+        assert json.loads(openapi_bytes())["openapi"].startswith("3.1")
 
 
 # -- over HTTP --------------------------------------------------------------------------------

@@ -11,11 +11,13 @@ from typing import Any, Dict, Iterator, Set, Tuple
 import boto3
 import pytest
 
-from cachelayer.server import compat
+from cachelayer.providers.secrets.compat import SECRETS_PATH
+from cachelayer.providers.ssm.compat import PARAMETERS_PATH
+from cachelayer.server.operations import openapi_bytes
 from cachelayer.testing.live import TOKEN_HEADER, Live, live_server
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENT: Dict[str, Any] = json.loads(compat.openapi_bytes())
+DOCUMENT: Dict[str, Any] = json.loads(openapi_bytes())
 METHODS = {"get", "post", "put", "delete", "patch", "head", "options"}
 ERROR_STATUSES = {"400", "401", "403", "404", "405", "413", "414", "431", "500"}
 UPSTREAM_STATUSES = {"502", "504"}
@@ -59,8 +61,8 @@ class TestDocument:
             ("GET", "/secrets"),
             ("GET", "/dynamodb"),
             ("GET", "/{route}"),
-            ("GET", compat.PARAMETERS_PATH),
-            ("GET", compat.SECRETS_PATH),
+            ("GET", PARAMETERS_PATH),
+            ("GET", SECRETS_PATH),
             ("GET", "/-/health"),
             ("GET", "/-/stats"),
             ("POST", "/-/invalidate"),
@@ -129,19 +131,19 @@ class TestLiveServerMatchesDocument:
         cases = [
             ("GET", "/parameters", {"name": "/doc/param"}, good, 200),
             ("GET", "/secrets", {"name": "doc-secret"}, good, 200),
-            ("GET", compat.PARAMETERS_PATH, {"name": "/doc/param"}, good, 200),
-            ("GET", compat.SECRETS_PATH, {"secretId": "doc-secret"}, good, 200),
+            ("GET", PARAMETERS_PATH, {"name": "/doc/param"}, good, 200),
+            ("GET", SECRETS_PATH, {"secretId": "doc-secret"}, good, 200),
             ("GET", "/-/health", {}, good, 200),
             ("GET", "/-/stats", {}, good, 200),
             ("POST", "/-/invalidate", {"route": "parameters"}, good, 200),
             ("GET", "/-/openapi.json", {}, good, 200),
             ("GET", "/parameters", {}, good, 400),
-            ("GET", compat.SECRETS_PATH, {}, good, 400),
+            ("GET", SECRETS_PATH, {}, good, 400),
             ("GET", "/parameters", {"name": "x"}, {}, 401),
             ("GET", "/parameters", {"name": "x"}, {TOKEN_HEADER: "nope"}, 403),
             ("GET", "/parameters", {"name": "x"}, {**good, "X-Forwarded-For": "10.0.0.1"}, 403),
             ("GET", "/parameters", {"name": "/no/such"}, good, 404),
-            ("GET", compat.PARAMETERS_PATH, {"name": "/no/such"}, good, 404),
+            ("GET", PARAMETERS_PATH, {"name": "/no/such"}, good, 404),
             ("GET", "/-/stats", {"x": "1"}, good, 400),
         ]
         for method, path, params, headers, status in cases:

@@ -9,12 +9,13 @@ from typing import Iterator
 import boto3
 import pytest
 
-from cachelayer.server import compat
+from cachelayer.providers.secrets.compat import SECRETS_PATH
+from cachelayer.providers.ssm.compat import PARAMETERS_PATH
 from cachelayer.testing.live import Live, live_server
 from cachelayer.testing.proxy import Fault, UpstreamProxy
 
-P = compat.PARAMETERS_PATH
-S = compat.SECRETS_PATH
+P = PARAMETERS_PATH
+S = SECRETS_PATH
 
 
 def q(path: str, **params: str) -> str:

@@ -16,7 +16,8 @@ from typing import Any, Iterator, List
 import boto3
 import pytest
 
-from cachelayer.server import compat
+from cachelayer.providers.secrets.compat import SECRETS_PATH
+from cachelayer.providers.ssm.compat import PARAMETERS_PATH
 from cachelayer.testing.live import TOKEN_HEADER, live_server
 from cachelayer.testing.moto import aws_environment, free_port
 
@@ -46,10 +47,10 @@ READS = [
     "/parameters?name=/sec/param",
     "/secrets?name=sec/str&versionStage=NOPE",
     "/secrets?name=sec/str&versionId=nope",
-    f"{compat.SECRETS_PATH}?secretId=sec/str",
-    f"{compat.SECRETS_PATH}?secretId=sec/bin",
-    f"{compat.PARAMETERS_PATH}?name=/sec/param&withDecryption=true",
-    f"{compat.PARAMETERS_PATH}?name=/sec/param&withDecryption=maybe",
+    f"{SECRETS_PATH}?secretId=sec/str",
+    f"{SECRETS_PATH}?secretId=sec/bin",
+    f"{PARAMETERS_PATH}?name=/sec/param&withDecryption=true",
+    f"{PARAMETERS_PATH}?name=/sec/param&withDecryption=maybe",
     "/aws/reference/secretsmanager/sec/str",
     "/parameters?name=/aws/reference/secretsmanager/sec/str",
     "/parameters?name=/aws/reference/secretsmanager/sec/str&withDecryption=false",
@@ -207,11 +208,11 @@ class TestAuth:
 
     def test_missing_token_is_401(self, live: Any) -> None:
         """No token header at all is a 401 naming the header."""
-        status, _, body = live.request(f"{compat.SECRETS_PATH}?secretId=sec/str", token=None)
+        status, _, body = live.request(f"{SECRETS_PATH}?secretId=sec/str", token=None)
         assert status == 401 and TOKEN_HEADER in json.loads(body)["message"]
 
     @pytest.mark.parametrize(
-        "path", ["/secrets?name=sec/str", f"{compat.SECRETS_PATH}?secretId=sec/str", "/-/stats"]
+        "path", ["/secrets?name=sec/str", f"{SECRETS_PATH}?secretId=sec/str", "/-/stats"]
     )
     def test_x_forwarded_for_is_refused_even_with_the_token(self, live: Any, path: str) -> None:
         """A request relayed by a proxy (X-Forwarded-For) is refused with 403, token or not."""

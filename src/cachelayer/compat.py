@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from typing import Any, Callable, Mapping, Optional, Tuple
+from typing import Any, Callable, Iterable, Mapping, Optional, Tuple
 
 import attrs
 
@@ -73,6 +73,10 @@ class CompatRequest:
     refresh: bool = False
 
 
+def _names(names: Iterable[str]) -> Tuple[str, ...]:
+    return tuple(names)
+
+
 def _check_path(_: Any, attribute: Any, path: str) -> None:
     if not path.startswith("/") or path.startswith("/-/") or "?" in path:
         raise ValueError(
@@ -94,7 +98,7 @@ class AwsCompatRoute:
     """
 
     path: str = attrs.field(validator=_check_path)
-    query: Tuple[str, ...] = attrs.field(converter=tuple)
+    query: Tuple[str, ...] = attrs.field(converter=_names)
     to_request: Callable[[Mapping[str, str]], CompatRequest] = attrs.field(eq=False)
     render: Callable[[Value], Mapping[str, Any]] = attrs.field(eq=False)
 

@@ -1,11 +1,34 @@
-"""The checks every request passes (Host, X-Forwarded-For, the token, a body), in one place."""
+"""The bounds and checks every request passes (Host, X-Forwarded-For, token, body), in one place."""
 
 from __future__ import annotations
 
 from hmac import compare_digest
 from typing import Optional, Tuple
 
-__all__ = ["Problem", "Refusal", "RequestGate"]
+__all__ = ["Limits", "Problem", "Refusal", "RequestGate"]
+
+
+class Limits:
+    """Request size bounds (bytes or counts); generous for a local cache, small for an attacker."""
+
+    url = 8 * 1024
+    header = 8 * 1024
+    headers_total = 32 * 1024
+    header_count = 100
+    body = 8 * 1024
+    # Backstop against httptools buffering a never-ending header line before on_header fires:
+    # request line + headers + body, with room for framing. Exceeding it is always 431.
+    request = 64 * 1024
+    # Responses waiting for an upstream on one connection before we stop reading from it.
+    pipeline = 128
+    # How many distinct URLs keep their route resolution and rendered response memoised.
+    route_memo = 4096
+    # How many distinct whole requests (bytes) skip the parser, and the largest one kept.
+    request_memo = 256
+    memo_request = 2048
+    # Seconds a closing connection keeps draining input after its last response.
+    linger = 1.0
+
 
 Problem = Tuple[int, str, str]
 """``(status, code, message)`` of a fault found while parsing (a header given twice)."""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 from cachelayer.provider import Item
 from cachelayer.server.application import CacheLookup, ServedCache
 from cachelayer.server.responses import render_value
 
-__all__ = ["MemoTable", "Pending", "RouteMemo"]
+__all__ = ["MemoTable", "RouteMemo"]
 
 
 class RouteMemo:
@@ -31,17 +31,6 @@ class RouteMemo:
         self.cost = 0
 
 
-class Pending:
-    """A response in a connection's queue: its bytes (None until ready) and whether the
-    connection closes after it."""
-
-    __slots__ = ("close", "data")
-
-    def __init__(self, data: Optional[bytes], close: bool) -> None:
-        self.data = data
-        self.close = close
-
-
 class MemoTable:
     """The server's memos, shared by its connections: by URL (``routes``) and by the whole
     bytes of a request answered from the hit path (``requests``), within count and byte bounds.
@@ -60,7 +49,7 @@ class MemoTable:
         self._bytes = 0
 
     @property
-    def bytes(self) -> int:
+    def total(self) -> int:
         """Bytes the memos are counted for (part of the cache's ``max_bytes``)."""
         return self._bytes
 

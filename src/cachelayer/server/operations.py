@@ -42,9 +42,7 @@ def openapi_bytes() -> bytes:
 
 def _no_params(path: str, params: Mapping[str, str]) -> None:
     if params:
-        raise BadRequestError(
-            f"{path} takes no query parameters; got {', '.join(sorted(params))}"
-        )
+        raise BadRequestError(f"{path} takes no query parameters; got {', '.join(sorted(params))}")
 
 
 def _health(app: ServedApplication, params: Mapping[str, str]) -> Answer:
@@ -75,9 +73,7 @@ def _invalidate_target(
         route = route[1:]  # "/parameters" as the URL writes it, or "parameters"
     name = params.get("name")
     if route == "" or name == "":
-        raise BadRequestError(
-            "route and name must not be empty; leave them out to invalidate more"
-        )
+        raise BadRequestError("route and name must not be empty; leave them out to invalidate more")
     if name is not None and route is None:
         raise BadRequestError("name needs a route: POST /-/invalidate?route=<route>&name=<name>")
     routes = app.router.routes

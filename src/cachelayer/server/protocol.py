@@ -1,135 +1,72 @@
-"""One HTTP/1.1 connection: httptools parsing, limits, auth, the synchronous hit path, ordering."""
+"""One HTTP/1.1 connection: httptools parsing, the synchronous hit path, dispatch, ordering."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-from collections import deque
-from hmac import compare_digest
-from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Awaitable, Dict, Mapping, Optional, Protocol, Set
 
 import httptools
 
-from cachelayer import __version__
 from cachelayer.errors import BadRequestError, CachelayerError, RouteNotFoundError
-from cachelayer.server import compat
+from cachelayer.server.application import ServedApplication
+from cachelayer.server.checks import Limits, Refusal, RequestGate
+from cachelayer.server.compat import CompatRoutes
+from cachelayer.server.memo import MemoTable, RouteMemo
+from cachelayer.server.operations import OPERATIONS, Answer, unknown_operation
+from cachelayer.server.output import Output, Stop
+from cachelayer.server.reading import RequestReader
 from cachelayer.server.responses import (
     CLOSE,
+    GENERIC_500,
     KEEP_ALIVE,
     render_error,
+    render_failure,
     render_json,
+    render_lookup,
     render_raw,
-    render_value,
-    status_for,
 )
 from cachelayer.server.urls import parse_target
 
-if TYPE_CHECKING:
-    from cachelayer.server.server import Server
-
-__all__ = ["HttpConnection", "Limits"]
+__all__ = ["ConnectionHost", "HttpConnection", "Limits"]
 
 log = logging.getLogger("cachelayer.server")
 
-
-class Limits:
-    """Request size bounds (bytes or counts); generous for a local cache, small for an attacker."""
-
-    url = 8 * 1024
-    header = 8 * 1024
-    headers_total = 32 * 1024
-    header_count = 100
-    body = 8 * 1024
-    # Backstop against httptools buffering a never-ending header line before on_header fires:
-    # request line + headers + body, with room for framing. Exceeding it is always 431.
-    request = 64 * 1024
-    # Responses waiting for an upstream on one connection before we stop reading from it.
-    pipeline = 128
-    # How many distinct URLs keep their route resolution and rendered response memoised.
-    route_memo = 4096
-    # How many distinct whole requests (bytes) skip the parser, and the largest one kept.
-    request_memo = 256
-    memo_request = 2048
-    # Seconds a closing connection keeps draining input after its last response.
-    linger = 1.0
-
-
-# Header names the server looks at; every other header costs one dict miss.
-_TOKEN, _HOST, _XFF, _LENGTH, _ENCODING = range(5)
-_FIELDS: Dict[bytes, int] = {
-    b"x-aws-parameters-secrets-token": _TOKEN,
-    b"host": _HOST,
-    b"x-forwarded-for": _XFF,
-    b"content-length": _LENGTH,
-    b"transfer-encoding": _ENCODING,
-}
-
 _GET = b"GET"
 _HEAD = b"HEAD"
-_POST = b"POST"
 _ROUTE_METHODS = (_GET, _HEAD)
 _ALLOW_READ = ((b"Allow", b"GET, HEAD"),)
-_ALLOW_POST = ((b"Allow", b"POST"),)
-_GENERIC_500 = "internal error while answering this request; the extension's log has the details"
-
-# A memo slot: [provider, item, value, age, remaining, rendered keep-alive GET response,
-# bytes charged to the cache for it (see Server.charge_memo)].
-Memo = List[Any]
-# A response slot in a connection's queue: [bytes or None while pending, close after].
-Slot = List[Any]
 
 
-def _memo_response(memo: Memo, lookup: Any, server: Server) -> bytes:
-    """The memo's keep-alive GET response for ``lookup``, re-rendered only when the value or
-    its whole-second Age / max-age changed since the last hit."""
-    value = lookup.value
-    age = int(lookup.age)
-    remaining = int(lookup.remaining)
-    if memo[2] is not value or memo[3] != age or memo[4] != remaining:
-        size = len(memo[5])
-        data = render_value(value.body, value.content_type, lookup.state, age, remaining)
-        memo[5] = data
-        memo[2] = value
-        memo[3] = age
-        memo[4] = remaining
-        if len(data) != size:
-            server.charge_memo(memo)  # may forget this very memo when over the budget
-        return data
-    rendered: bytes = memo[5]
-    return rendered
+class ConnectionHost(Protocol):
+    """What a connection needs of the server that accepted it (``cachelayer.server.Server``)."""
 
+    @property
+    def app(self) -> ServedApplication: ...
 
-def _render_lookup(lookup: Any, conn: bytes, head: bool) -> bytes:
-    value = lookup.value
-    return render_value(
-        value.body,
-        value.content_type,
-        lookup.state,
-        int(lookup.age),
-        int(lookup.remaining),
-        connection=conn,
-        head=head,
-    )
+    @property
+    def memos(self) -> MemoTable: ...
 
+    @property
+    def gate(self) -> RequestGate: ...
 
-def _render_failure(exc: CachelayerError, conn: bytes, head: bool, what: str) -> bytes:
-    """The JSON error for ``exc``; a 500 is logged whole and shown generically (its text may
-    come from a bug, not from a message written for the client). A 503 (throttled upstream)
-    says in ``Retry-After`` when the cache will ask upstream again."""
-    status, code = status_for(exc)
-    if status == 500:
-        log.error("error %s", what, exc_info=exc)
-        return render_error(status, code, _GENERIC_500, connection=conn, head=head)
-    extra: Tuple[Tuple[bytes, bytes], ...] = ()
-    retry_after = getattr(exc, "retry_after", None)
-    if status == 503 and retry_after is not None:
-        extra = ((b"Retry-After", b"%d" % max(1, math.ceil(retry_after))),)
-    return render_error(status, code, str(exc), connection=conn, head=head, extra=extra)
+    @property
+    def compat(self) -> CompatRoutes: ...
 
+    @property
+    def tick(self) -> int: ...
 
-class _Stop(Exception):
-    """Raised from a parser callback to stop parsing: the connection is closing."""
+    def admit(self, conn: HttpConnection) -> bool:
+        """Track a new connection; False when it is over the connection limit."""
+
+    def trusted(self, conn: HttpConnection) -> None:
+        """``conn`` has passed auth."""
+
+    def make_room(self, conn: HttpConnection) -> bool:
+        """Close the oldest pending connection for ``conn``; False when there is none."""
+
+    def release(self, conn: HttpConnection) -> None:
+        """Forget a closed connection."""
 
 
 class HttpConnection(asyncio.Protocol):
@@ -138,428 +75,223 @@ class HttpConnection(asyncio.Protocol):
 
     __slots__ = (
         "_app",
-        "_auth_fast",
-        "_begun",
-        "_body",
         "_bytes_pending",
-        "_closing",
-        "_expected",
-        "_hbytes",
-        "_hcount",
-        "_host",
+        "_gate",
         "_last_tick",
+        "_memos",
         "_nreq",
         "_opened_tick",
+        "_out",
         "_overloaded",
         "_parser",
-        "_paused_pipeline",
-        "_paused_writing",
         "_peek",
-        "_problem",
-        "_queue",
-        "_received",
+        "_reader",
         "_requests",
         "_routes",
         "_served_fast",
         "_server",
         "_started_tick",
         "_tasks",
-        "_token",
-        "_transport",
         "_trusted",
-        "_url",
-        "_xff",
     )
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ConnectionHost) -> None:
         self._server = server
         self._app = server.app
-        self._routes: Dict[bytes, Memo] = server.routes
-        self._requests: Dict[bytes, Memo] = server.requests
+        self._memos = server.memos
+        self._routes: Dict[bytes, RouteMemo] = server.memos.routes
+        self._requests: Dict[bytes, RouteMemo] = server.memos.requests
+        self._gate = server.gate
         self._peek = server.app.cache.peek
-        self._expected: Optional[bytes] = server.expected_token
-        # The hit path may skip the slow checks only when auth can succeed at all.
-        self._auth_fast = not server.auth_required or self._expected is not None
-        self._parser = httptools.HttpRequestParser(self)
-        self._transport: Any = None
-        self._queue: Deque[Slot] = deque()
+        self._reader = RequestReader(self._fatal, self.on_message_complete)
+        self._parser = httptools.HttpRequestParser(self._reader)
+        self._out = Output(self._released)
         self._tasks: Set[asyncio.Task[None]] = set()
-        self._closing = False
         self._overloaded = False
         # Whether a request of this connection has passed auth: until then it is "pending",
         # lives on a short budget and can be displaced by a client that does authenticate.
         self._trusted = False
-        self._paused_pipeline = False
-        self._paused_writing = False
         self._nreq = 0
-        self._begun = 0
-        self._served_fast: Optional[Memo] = None
+        self._served_fast: Optional[RouteMemo] = None
         self._bytes_pending = 0  # bytes of a request received since the last complete one
         self._started_tick = 0
         self._last_tick = 0
         self._opened_tick = 0
-        self._reset_request()
-
-    def _reset_request(self) -> None:
-        self._url = b""
-        self._token: Optional[bytes] = None
-        self._host = False
-        self._xff = False
-        self._body = 0
-        self._received = 0
-        self._hcount = 0
-        self._hbytes = 0
-        self._problem: Optional[Tuple[int, str, str]] = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
     def connection_made(self, transport: Any) -> None:
-        self._transport = transport
+        self._out.transport = transport
         server = self._server
         self._last_tick = self._started_tick = self._opened_tick = server.tick
         if not server.admit(self):
             self._overloaded = True
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
-        self._closing = True
+        self._out.closing = True
         for task in self._tasks:
             task.cancel()
         self._tasks.clear()
-        self._queue.clear()
+        self._out.queue.clear()
         self._server.release(self)
 
     def eof_received(self) -> bool:
         # The client half-closed (shutdown(SHUT_WR), as nc -N and socat do) after its
         # requests: HTTP/1.1 allows it, so answer what is still pending, then close. Returning
         # False would make asyncio close the transport before those answers are written.
-        if self._queue:
-            self._closing = True
+        if self._out.queue:
+            self._out.closing = True
             return True
         return False
 
     def pause_writing(self) -> None:
-        # The client is not reading its responses: stop reading its requests.
-        self._paused_writing = True
-        self._transport.pause_reading()
+        self._out.pause_writing()
 
     def resume_writing(self) -> None:
-        self._paused_writing = False
-        if not self._paused_pipeline and not self._closing:
-            self._transport.resume_reading()
+        self._out.resume_writing()
 
     def data_received(self, data: bytes) -> None:
-        if self._closing:
+        out = self._out
+        if out.closing:
             return
         self._last_tick = self._server.tick
+        reader = self._reader
         # Between messages: nothing buffered, and every message the parser began is complete
         # (the memo path below counts its requests on both sides).
-        clean = not self._bytes_pending and self._begun == self._nreq
-        if clean and not self._queue and not self._overloaded:
+        clean = not self._bytes_pending and reader.begun == self._nreq
+        if clean and not out.queue and not self._overloaded:
             # A chunk identical to a request already parsed, checked and answered from the
             # hit path (same URL, same token, same headers) gets the same verdict: skip the
             # parser and go straight to the cache. The parser is between messages, as then.
             # (The memo is shared by all connections: one over the limit must get its 503.)
             memo = self._requests.get(data)
             if memo is not None:
-                lookup = self._peek(memo[1])
+                lookup = self._peek(memo.item)
                 if lookup is not None:
                     self._nreq += 1
-                    self._begun += 1
-                    self._transport.write(_memo_response(memo, lookup, self._server))
+                    reader.begun += 1
+                    out.transport.write(self._memos.response(memo, lookup))
                     if not self._trusted:  # these bytes passed auth when first parsed
                         self._trust()
                     return
         before = self._nreq
-        begun = self._begun
+        begun = reader.begun
         self._served_fast = None
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # Requests up to the upgrade were answered; the protocol switch is not supported.
-            self._finish()
-            return
-        except httptools.HttpParserCallbackError as exc:
-            if not self._closing:  # not our own _Stop: a bug in a callback
-                log.error("internal error while parsing a request", exc_info=exc.__context__)
-                self._send(render_error(500, "InternalError", _GENERIC_500, connection=CLOSE), True)
-            return
-        except httptools.HttpParserError as exc:
-            self._send(
-                render_error(
-                    400,
-                    "MalformedRequest",
-                    f"the request is not valid HTTP/1.1 ({exc}); the connection is closed",
-                    connection=CLOSE,
-                ),
-                True,
-            )
+        if not self._feed(data):
             return
         if self._nreq != before:
+            served = self._served_fast
             if (
                 clean
-                and self._served_fast is not None
+                and served is not None
                 and self._nreq == before + 1
-                and self._begun == begun + 1
+                and reader.begun == begun + 1
                 and len(data) <= Limits.memo_request
             ):
                 # Exactly one whole request, answered from the hit path: remember its bytes.
-                requests = self._requests
-                if len(requests) >= Limits.request_memo:
-                    del requests[next(iter(requests))]
-                requests[data] = self._served_fast
+                self._memos.remember_request(data, served)
             # What remains buffered is at most the start of the next request; its size is
             # unknown here and bounded by this chunk.
             self._bytes_pending = 0
             return
+        self._count_pending(len(data))
+
+    def _feed(self, data: bytes) -> bool:
+        """Parse ``data``; False when parsing stopped (the connection is closing)."""
+        out = self._out
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Requests up to the upgrade were answered; the protocol switch is not supported.
+            out.finish()
+            return False
+        except httptools.HttpParserCallbackError as exc:
+            if not out.closing:  # not our own Stop: a bug in a callback
+                log.error("internal error while parsing a request", exc_info=exc.__context__)
+                out.send(render_error(500, "InternalError", GENERIC_500, connection=CLOSE), True)
+            return False
+        except httptools.HttpParserError as exc:
+            message = f"the request is not valid HTTP/1.1 ({exc}); the connection is closed"
+            out.send(render_error(400, "MalformedRequest", message, connection=CLOSE), True)
+            return False
+        return True
+
+    def _count_pending(self, size: int) -> None:
+        """Bound the bytes of a request that is not complete yet."""
         if self._bytes_pending == 0:
             self._started_tick = self._last_tick
-        self._bytes_pending += len(data)
+        self._bytes_pending += size
         if self._bytes_pending > Limits.request:
-            self._send(
-                render_error(
-                    431,
-                    "RequestHeaderFieldsTooLarge",
-                    f"the request is over {Limits.request} bytes before its end; send a request "
-                    f"line under {Limits.url} bytes and headers under {Limits.headers_total} bytes",
-                    connection=CLOSE,
-                ),
-                True,
+            message = (
+                f"the request is over {Limits.request} bytes before its end; send a request "
+                f"line under {Limits.url} bytes and headers under {Limits.headers_total} bytes"
+            )
+            self._out.send(
+                render_error(431, "RequestHeaderFieldsTooLarge", message, connection=CLOSE), True
             )
 
-    # -- httptools callbacks ----------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        self._begun += 1
-
-    def on_url(self, url: bytes) -> None:
-        url = self._url + url if self._url else url
-        self._url = url
-        if len(url) > Limits.url:
-            self._fatal(
-                414, "URITooLong", f"the request target is over {Limits.url} bytes; shorten it"
-            )
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._hcount += 1
-        size = len(name) + len(value)
-        self._hbytes += size
-        if size > Limits.header:
-            self._fatal(
-                431,
-                "RequestHeaderFieldsTooLarge",
-                f"a request header is {size} bytes; the limit per header is {Limits.header}",
-            )
-        if self._hbytes > Limits.headers_total or self._hcount > Limits.header_count:
-            self._fatal(
-                431,
-                "RequestHeaderFieldsTooLarge",
-                f"the request headers are over {Limits.headers_total} bytes or "
-                f"{Limits.header_count} fields; send fewer or smaller headers",
-            )
-        field = _FIELDS.get(name.lower())
-        if field is None:
-            return
-        if field == _TOKEN:
-            if self._token is not None:
-                self._problem = (
-                    400,
-                    "BadRequest",
-                    "X-Aws-Parameters-Secrets-Token is given more than once; give it once",
-                )
-            self._token = value
-        elif field == _HOST:
-            if self._host:
-                self._problem = (400, "BadRequest", "the Host header is given more than once")
-            self._host = True
-        elif field == _XFF:
-            self._xff = True
-        elif field == _LENGTH:
-            # llhttp has already rejected a non-numeric or conflicting Content-Length.
-            length = int(value)
-            if length > Limits.body:
-                self._fatal(
-                    413,
-                    "PayloadTooLarge",
-                    f"the request body is {length} bytes; the limit is {Limits.body} "
-                    "(no operation needs a body: parameters go in the query string)",
-                )
-            self._body = max(self._body, length)
-        else:  # Transfer-Encoding: a body of unknown length follows; on_body counts it
-            self._body = max(self._body, 1)
-
-    def on_body(self, chunk: bytes) -> None:
-        # Counted as it arrives, so a chunked body is bounded as well as a declared one.
-        received = self._received + len(chunk)
-        self._received = received
-        if received > Limits.body:
-            self._fatal(413, "PayloadTooLarge", f"the request body is over {Limits.body} bytes")
-        if received > self._body:
-            self._body = received
+    # -- a whole request: the hit path, then the slow path -------------------------------------
 
     def on_message_complete(self) -> None:
         self._nreq += 1
-        url = self._url
-        token = self._token
-        host = self._host
-        xff = self._xff
-        body = self._body
-        problem = self._problem
-        self._reset_request()
+        reader = self._reader
+        url = reader.url
+        token = reader.token
+        xff = reader.xff
+        problem = reader.problem
         parser = self._parser
-        keep = parser.should_keep_alive()
         method = parser.get_method()
-        if (
-            keep
-            and method == _GET
-            and host
-            and not xff
-            and not body
-            and problem is None
-            and not self._overloaded
-            and self._auth_fast
-            and (
-                self._expected is None
-                or (token is not None and compare_digest(token, self._expected))
-            )
-        ):
+        host_ok = reader.host or parser.get_http_version() != "1.1"
+        body = reader.body
+        reader.reset()
+        keep = parser.should_keep_alive()
+        overloaded = self._overloaded
+        if overloaded and problem is None and not xff and self._gate.authentic(token):
+            # Over the limit, but it authenticates: it takes the slot of the oldest connection
+            # that never did, if there is one (the token holder must always be served).
+            overloaded = self._overloaded = not self._server.make_room(self)
+        refusal = self._gate.refusal(method, token, host_ok, xff, body, problem, overloaded)
+        if refusal is None and keep and method == _GET:
             memo = self._routes.get(url)
             if memo is not None:
-                lookup = self._peek(memo[1])
+                lookup = self._peek(memo.item)
                 if lookup is not None:
-                    data = _memo_response(memo, lookup, self._server)
-                    if self._queue:
-                        self._queue.append([data, False])
-                        self._check_pipeline()
+                    data = self._memos.response(memo, lookup)
+                    out = self._out
+                    if out.queue:
+                        out.send(data, False)
                     else:
-                        self._transport.write(data)
+                        out.transport.write(data)
                     self._served_fast = memo
                     if not self._trusted:
                         self._trust()
                     return
         try:
-            self._slow(url, method, keep, token, host, xff, body, problem)
-        except _Stop:
+            self._slow(url, method, keep, refusal)
+        except Stop:
             raise
         except Exception:
             log.exception("internal error while answering a request")
+            conn = KEEP_ALIVE if keep else CLOSE
             self._respond(
-                render_error(
-                    500, "InternalError", _GENERIC_500, connection=KEEP_ALIVE if keep else CLOSE
-                ),
-                not keep,
+                render_error(500, "InternalError", GENERIC_500, connection=conn), not keep
             )
 
-    # -- the slow path: every check, operations, misses -------------------------------------
-
-    def _slow(
-        self,
-        url: bytes,
-        method: bytes,
-        keep: bool,
-        token: Optional[bytes],
-        host: bool,
-        xff: bool,
-        body: int,
-        problem: Optional[Tuple[int, str, str]],
-    ) -> None:
-        conn = KEEP_ALIVE if keep else CLOSE
+    def _slow(self, url: bytes, method: bytes, keep: bool, refusal: Optional[Refusal]) -> None:
+        """Every request the hit path did not answer: refusals, operations, compat, misses."""
         head = method == _HEAD
-
-        def error(
-            status: int,
-            code: str,
-            message: str,
-            extra: Tuple[Tuple[bytes, bytes], ...] = (),
-            close: bool = not keep,
-        ) -> None:
-            self._respond(
-                render_error(
-                    status,
-                    code,
-                    message,
-                    connection=CLOSE if close else conn,
-                    head=head,
-                    extra=extra,
-                ),
-                close,
+        if refusal is not None:
+            if refusal.authentic and not self._trusted:
+                self._trust()
+            close = refusal.close or not keep
+            conn = CLOSE if close else KEEP_ALIVE
+            error = render_error(
+                refusal.status, refusal.code, refusal.message, connection=conn, head=head
             )
-
-        server = self._server
-        expected = self._expected
-        authentic = not server.auth_required or (
-            expected is not None and token is not None and compare_digest(token, expected)
-        )
-        if self._overloaded and authentic and problem is None and not xff:
-            # Over the limit, but it authenticates: it takes the slot of the oldest connection
-            # that never did, if there is one (the token holder must always be served).
-            self._overloaded = not server.make_room(self)
-        if self._overloaded:
-            self._respond(
-                render_error(
-                    503,
-                    "ServiceUnavailable",
-                    f"too many connections (limit {self._server.max_connections}); this one is "
-                    "closed: retry, and reuse one keep-alive connection per process",
-                    connection=CLOSE,
-                    head=head,
-                ),
-                True,
-            )
-            return
-        if problem is not None:
-            error(*problem)
-            return
-        if not host and self._parser.get_http_version() == "1.1":
-            error(400, "BadRequest", "HTTP/1.1 requests must carry a Host header")
-            return
-        # A request that fails auth closes its connection: it must not keep a slot that the
-        # function holding the token may need.
-        if xff:
-            error(
-                403,
-                "ForwardedRequest",
-                "requests carrying X-Forwarded-For are refused: the cache answers local callers "
-                "only, never requests relayed through a proxy; the connection is closed",
-                close=True,
-            )
-            return
-        if not authentic:
-            if expected is None:
-                error(
-                    401,
-                    "MissingToken",
-                    "auth is 'token' but AWS_SESSION_TOKEN is not set in the extension's "
-                    "environment, so no request can be authenticated; set AWS_SESSION_TOKEN or "
-                    "set CACHE_EXTENSION_AUTH=none",
-                    close=True,
-                )
-                return
-            if token is None:
-                error(
-                    401,
-                    "MissingToken",
-                    "missing X-Aws-Parameters-Secrets-Token header; send the value of the "
-                    "AWS_SESSION_TOKEN environment variable in it (the connection is closed)",
-                    close=True,
-                )
-                return
-            error(
-                403,
-                "InvalidToken",
-                "X-Aws-Parameters-Secrets-Token does not match this environment's "
-                "AWS_SESSION_TOKEN; the connection is closed",
-                close=True,
-            )
+            self._respond(error, close)
             return
         if not self._trusted:
             self._trust()
-        if body and method != _POST:
-            error(
-                400,
-                "BadRequest",
-                f"{method.decode('ascii', 'replace')} requests must not carry a body",
-            )
-            return
         if method in _ROUTE_METHODS:
             memo = self._routes.get(url)
             if memo is not None:
@@ -568,275 +300,148 @@ class HttpConnection(asyncio.Protocol):
         try:
             path, params = parse_target(url)
         except BadRequestError as exc:
-            error(400, exc.code, str(exc))
+            self._error(exc, head, keep)
             return
         if path.startswith("/-/"):
             self._operation(path, params, method, head, keep)
-            return
-        if path in compat.COMPAT_PATHS:
+        elif path in self._server.compat:
             if method not in _ROUTE_METHODS:
-                error(
-                    405,
-                    "MethodNotAllowed",
-                    f"{method.decode('ascii', 'replace')} is not allowed on {path}; use GET",
-                    _ALLOW_READ,
-                )
+                self._not_allowed(method, path, head, keep)
                 return
             self._defer(self._compat(path, params, head, keep), keep)
-            return
-        route = path[1:]
+        else:
+            self._route(path[1:], params, url, method, head, keep)
+
+    def _route(
+        self, route: str, params: Dict[str, str], url: bytes, method: bytes, head: bool, keep: bool
+    ) -> None:
+        """A provider's route, ``/<route>?name=...``, not memoised yet."""
         router = self._app.router
-        if method not in _ROUTE_METHODS:
-            try:
-                router.provider(route)
-            except RouteNotFoundError as exc:
-                error(404, exc.code, str(exc))
+        try:
+            if method not in _ROUTE_METHODS:
+                router.provider(route)  # an unknown route is a 404 whatever the method
+                self._not_allowed(method, f"/{route}", head, keep)
                 return
-            error(
-                405,
-                "MethodNotAllowed",
-                f"{method.decode('ascii', 'replace')} is not allowed on /{route}; use GET",
-                _ALLOW_READ,
+            provider, item = router.resolve(route, params)
+        except RouteNotFoundError as exc:
+            paths = ", ".join(self._server.compat.paths) or "(none installed)"
+            self._error(RouteNotFoundError(f"{exc}; AWS-compatible paths: {paths}"), head, keep)
+            return
+        except CachelayerError as exc:
+            self._error(exc, head, keep, f"resolving route {route!r}")
+            return
+        memo = RouteMemo(provider, item, url)
+        self._memos.add(memo)
+        self._serve_item(memo, head, keep)
+
+    def _serve_item(self, memo: RouteMemo, head: bool, keep: bool) -> None:
+        conn = KEEP_ALIVE if keep else CLOSE
+        lookup = self._peek(memo.item)
+        if lookup is not None:
+            self._respond(render_lookup(lookup, conn, head), not keep)
+            return
+        self._defer(self._fetch(memo.provider, memo.item, head, conn), keep)
+
+    def _operation(
+        self, path: str, params: Dict[str, str], method: bytes, head: bool, keep: bool
+    ) -> None:
+        """One of the server's own ``/-/`` operations, from the table of handlers."""
+        operation = OPERATIONS.get(path)
+        if operation is None:
+            self._error(unknown_operation(path), head, keep)
+            return
+        if method not in operation.methods:
+            message = f"{path} answers {operation.verb} only"
+            self._reply(
+                405, {"error": "MethodNotAllowed", "message": message}, head, keep, operation.allow
             )
             return
         try:
-            provider, item = router.resolve(route, params)
+            answer = operation.handler(self._app, params)
         except CachelayerError as exc:
-            self._respond(_render_failure(exc, conn, head, f"resolving route {route!r}"), not keep)
+            self._error(exc, head, keep, f"answering {path}")
             return
-        memo = [provider, item, None, -1, -1, b"", 0]
-        self._server.add_memo(url, memo)
-        self._serve_item(memo, head, keep)
-
-    def _serve_item(self, memo: Memo, head: bool, keep: bool) -> None:
-        conn = KEEP_ALIVE if keep else CLOSE
-        lookup = self._peek(memo[1])
-        if lookup is not None:
-            self._respond(_render_lookup(lookup, conn, head), not keep)
+        if isinstance(answer, tuple):
+            self._reply(*answer, head, keep)
             return
-        self._defer(self._fetch(memo[0], memo[1], head, conn), keep)
+        self._defer(self._later(answer, path, head, keep), keep)
 
-    def _defer(self, make: Any, keep: bool) -> None:
+    # -- answers ------------------------------------------------------------------------
+
+    def _reply(self, status: int, document: Any, head: bool, keep: bool, extra: Any = ()) -> None:
+        self._respond(_render_answer(status, document, head, keep, extra), not keep)
+
+    def _error(self, exc: CachelayerError, head: bool, keep: bool, what: str = "") -> None:
+        self._respond(render_failure(exc, KEEP_ALIVE if keep else CLOSE, head, what), not keep)
+
+    def _not_allowed(self, method: bytes, path: str, head: bool, keep: bool) -> None:
+        message = f"{method.decode('ascii', 'replace')} is not allowed on {path}; use GET"
+        self._reply(405, {"error": "MethodNotAllowed", "message": message}, head, keep, _ALLOW_READ)
+
+    def _defer(self, make: Awaitable[bytes], keep: bool) -> None:
         """Answer with what the coroutine ``make`` returns, in request order."""
-        slot: Slot = [None, not keep]
-        self._queue.append(slot)
+        out = self._out
+        slot = out.hold(not keep)
 
         async def run() -> None:
-            slot[0] = await make
-            self._flush()
+            slot.data = await make
+            out.flush()
 
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        self._check_pipeline()
         if not keep:
-            self._closing = True
-            raise _Stop
+            out.closing = True
+            raise Stop
 
-    async def _compat(self, path: str, params: Dict[str, str], head: bool, keep: bool) -> bytes:
+    async def _later(self, answer: Awaitable[Answer], path: str, head: bool, keep: bool) -> bytes:
         conn = KEEP_ALIVE if keep else CLOSE
         try:
-            status, headers, body = await compat.handle(self._app, path, params)
+            status, document = await answer
         except CachelayerError as exc:
-            return _render_failure(exc, conn, head, f"answering {path}")
+            return render_failure(exc, conn, head, f"answering {path}")
         except Exception:
             log.exception("internal error answering %s", path)
-            return render_error(500, "InternalError", _GENERIC_500, connection=conn, head=head)
+            return render_error(500, "InternalError", GENERIC_500, connection=conn, head=head)
+        return _render_answer(status, document, head, keep)
+
+    async def _compat(self, path: str, params: Mapping[str, str], head: bool, keep: bool) -> bytes:
+        conn = KEEP_ALIVE if keep else CLOSE
+        try:
+            status, headers, body = await self._server.compat.answer(self._app, path, params)
+        except CachelayerError as exc:
+            return render_failure(exc, conn, head, f"answering {path}")
+        except Exception:
+            log.exception("internal error answering %s", path)
+            return render_error(500, "InternalError", GENERIC_500, connection=conn, head=head)
         return render_raw(status, headers, body, connection=conn, head=head)
 
     async def _fetch(self, provider: Any, item: Any, head: bool, conn: bytes) -> bytes:
         try:
             # Rendering inside the try too: a bad content type must become a 500, not a task
             # that dies and leaves its slot (and every later response) waiting.
-            return _render_lookup(await self._app.cache.get(provider, item), conn, head)
+            return render_lookup(await self._app.cache.get(provider, item), conn, head)
         except CachelayerError as exc:
-            return _render_failure(exc, conn, head, f"reading a /{item.route} item from the cache")
+            return render_failure(exc, conn, head, f"reading a /{item.route} item from the cache")
         except Exception:
             log.exception("internal error reading a /%s item", item.route)
-            return render_error(500, "InternalError", _GENERIC_500, connection=conn, head=head)
-
-    def _operation(
-        self, path: str, params: Dict[str, str], method: bytes, head: bool, keep: bool
-    ) -> None:
-        conn = KEEP_ALIVE if keep else CLOSE
-        app = self._app
-
-        def reply(status: int, doc: Any, extra: Tuple[Tuple[bytes, bytes], ...] = ()) -> None:
-            self._respond(
-                render_json(status, doc, connection=conn, head=head, extra=extra), not keep
-            )
-
-        def error(
-            status: int, code: str, message: str, extra: Tuple[Tuple[bytes, bytes], ...] = ()
-        ) -> None:
-            reply(status, {"error": code, "message": message}, extra)
-
-        if path == "/-/openapi.json":
-            if method not in _ROUTE_METHODS:
-                error(405, "MethodNotAllowed", f"{path} answers GET only", _ALLOW_READ)
-                return
-            self._respond(
-                render_raw(
-                    200,
-                    [("Content-Type", "application/json")],
-                    compat.openapi_bytes(),
-                    connection=conn,
-                    head=head,
-                ),
-                not keep,
-            )
-            return
-        if path in ("/-/health", "/-/stats"):
-            if method not in _ROUTE_METHODS:
-                error(405, "MethodNotAllowed", f"{path} answers GET only", _ALLOW_READ)
-                return
-            if params:
-                error(
-                    400,
-                    "BadRequest",
-                    f"{path} takes no query parameters; got {', '.join(sorted(params))}",
-                )
-                return
-            if path == "/-/health":
-                reply(
-                    200,
-                    {
-                        "status": "ok",
-                        "version": __version__,
-                        "providers": list(app.registry.names()),
-                    },
-                )
-            else:
-                reply(200, app.stats())
-            return
-        if path == "/-/invalidate":
-            if method != _POST:
-                error(405, "MethodNotAllowed", "/-/invalidate answers POST only", _ALLOW_POST)
-                return
-            unknown = sorted(set(params) - {"route", "name"})
-            if unknown:
-                error(
-                    400,
-                    "BadRequest",
-                    f"/-/invalidate takes route and name; unknown parameter {unknown[0]!r}",
-                )
-                return
-            route = params.get("route")
-            if route is not None and route.startswith("/"):
-                route = route[1:]  # "/parameters" as the URL writes it, or "parameters"
-            name = params.get("name")
-            if route == "" or name == "":
-                error(
-                    400,
-                    "BadRequest",
-                    "route and name must not be empty; leave them out to invalidate more",
-                )
-                return
-            if name is not None and route is None:
-                error(
-                    400,
-                    "BadRequest",
-                    "name needs a route: POST /-/invalidate?route=<route>&name=<name>",
-                )
-                return
-            if route is not None and route not in app.router.routes:
-                known = ", ".join(app.router.routes) or "(none)"
-                error(
-                    404,
-                    "UnknownRoute",
-                    f"no provider answers route {route!r}; installed routes: {known}",
-                )
-                return
-            local = app.cache.invalidate(route, name)
-            if app.cache.shared is None:
-                reply(200, {"invalidated": local})
-                return
-
-            async def with_shared() -> bytes:  # the shared copies too, off the loop thread
-                doc = {"invalidated": local, "shared": await app.invalidate_shared(route, name)}
-                return render_json(200, doc, connection=conn, head=head)
-
-            self._defer(with_shared(), keep)
-            return
-        error(
-            404,
-            "UnknownRoute",
-            f"no operation {path}; operations are /-/health, /-/stats, /-/invalidate and "
-            "/-/openapi.json",
-        )
+            return render_error(500, "InternalError", GENERIC_500, connection=conn, head=head)
 
     # -- writing, in request order ---------------------------------------------------------
 
     def _respond(self, data: bytes, close: bool) -> None:
         """Answer the current request from a parser callback; stop parsing when closing."""
-        self._send(data, close)
+        self._out.send(data, close)
         if close:
-            raise _Stop
-
-    def _send(self, data: bytes, close: bool) -> None:
-        if self._queue:
-            self._queue.append([data, close])
-            self._check_pipeline()
-        elif not self._transport.is_closing():
-            self._transport.write(data)
-            if close:
-                self._close_gracefully()
-        if close:
-            self._closing = True
-
-    def _flush(self) -> None:
-        queue = self._queue
-        out = []
-        close = False
-        while queue and queue[0][0] is not None:
-            data, close = queue.popleft()
-            out.append(data)
-            if close:
-                break
-        transport = self._transport
-        if out and not transport.is_closing():
-            transport.write(b"".join(out))
-        if close:
-            queue.clear()
-            self._close_gracefully()
-        elif self._paused_pipeline and len(queue) < Limits.pipeline // 2:
-            self._paused_pipeline = False
-            if not self._paused_writing and not self._closing:
-                transport.resume_reading()
-        elif self._closing and not queue:
-            self._close_gracefully()
-
-    def _check_pipeline(self) -> None:
-        if len(self._queue) >= Limits.pipeline and not self._paused_pipeline:
-            self._paused_pipeline = True
-            self._transport.pause_reading()
+            raise Stop
 
     def _fatal(self, status: int, code: str, message: str) -> None:
         """Answer with an error and close: the rest of the stream cannot be trusted."""
         self._respond(render_error(status, code, message, connection=CLOSE), True)
 
-    def _finish(self) -> None:
-        """Close once every queued response has been written."""
-        self._closing = True
-        if not self._queue:
-            self._close_gracefully()
-
-    def _close_gracefully(self) -> None:
-        """FIN after the queued bytes, drain what the client still sends, then close.
-
-        Closing with unread input makes the kernel send an RST, which can destroy the error
-        response still in flight (the client sees "connection reset" instead of a 431).
-        """
-        transport = self._transport
-        if transport.is_closing():
-            return
-        if transport.can_write_eof():
-            transport.write_eof()
-            asyncio.get_running_loop().call_later(Limits.linger, transport.close)
-            # Done with: a lingering connection holds no slot a newcomer may need.
-            self._server.release(self)
-        else:
-            transport.close()
+    def _released(self) -> None:
+        # Done with: a lingering connection holds no slot a newcomer may need.
+        self._server.release(self)
 
     def _trust(self) -> None:
         self._trusted = True
@@ -852,33 +457,35 @@ class HttpConnection(asyncio.Protocol):
     def check_timeouts(
         self, tick: int, idle_ticks: int, request_ticks: int, pending_ticks: int
     ) -> None:
-        if self._closing:
+        out = self._out
+        if out.closing:
             return
         if not self._trusted and tick - self._opened_tick >= pending_ticks:
             # Never authenticated within its budget, however busy: it may be holding a slot.
-            self._closing = True
-            self._transport.close()
+            out.close_now()
             return
-        if self._queue:
+        if out.queue:
             return  # waiting for an upstream: not idle
         if self._bytes_pending and tick - self._started_tick >= request_ticks:
-            self._send(
-                render_error(
-                    408,
-                    "RequestTimeout",
-                    f"the request was not complete within {request_ticks} s; "
-                    "the connection is closed",
-                    connection=CLOSE,
-                ),
-                True,
+            message = (
+                f"the request was not complete within {request_ticks} s; the connection is closed"
             )
+            out.send(render_error(408, "RequestTimeout", message, connection=CLOSE), True)
         elif tick - self._last_tick >= (request_ticks if self._overloaded else idle_ticks):
-            self._closing = True
-            self._transport.close()
+            out.close_now()
 
     def abort(self) -> None:
         """Close now, for server shutdown."""
-        self._closing = True
         for task in self._tasks:
             task.cancel()
-        self._transport.close()
+        self._out.close_now()
+
+
+def _render_answer(status: int, document: Any, head: bool, keep: bool, extra: Any = ()) -> bytes:
+    """An operation's answer: a JSON document, or ``bytes`` of JSON sent as they are."""
+    conn = KEEP_ALIVE if keep else CLOSE
+    if isinstance(document, bytes):
+        return render_raw(
+            status, [("Content-Type", "application/json")], document, connection=conn, head=head
+        )
+    return render_json(status, document, connection=conn, head=head, extra=extra)

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 from typing import Any, Dict, Iterable, Tuple
 
 from cachelayer.errors import CachelayerError
+from cachelayer.server.application import CacheLookup
 
 __all__ = [
+    "GENERIC_500",
     "STATUS_FOR_CODE",
     "render_error",
+    "render_failure",
     "render_json",
+    "render_lookup",
+    "render_raw",
     "render_value",
     "status_for",
 ]
+
+log = logging.getLogger("cachelayer.server")
+
+GENERIC_500 = "internal error while answering this request; the extension's log has the details"
 
 REASONS: Dict[int, bytes] = {
     200: b"OK",
@@ -163,3 +174,32 @@ def render_raw(
         connection,
         b"" if head else body,
     )
+
+
+def render_lookup(lookup: CacheLookup, connection: bytes, head: bool) -> bytes:
+    """A 200 carrying ``lookup``'s value, its state and whole-second Age / max-age."""
+    value = lookup.value
+    return render_value(
+        value.body,
+        value.content_type,
+        lookup.state,
+        int(lookup.age),
+        int(lookup.remaining),
+        connection=connection,
+        head=head,
+    )
+
+
+def render_failure(exc: CachelayerError, connection: bytes, head: bool, what: str) -> bytes:
+    """The JSON error for ``exc``; a 500 is logged whole and shown generically (its text may
+    come from a bug, not from a message written for the client). A 503 (throttled upstream)
+    says in ``Retry-After`` when the cache will ask upstream again."""
+    status, code = status_for(exc)
+    if status == 500:
+        log.error("error %s", what, exc_info=exc)
+        return render_error(status, code, GENERIC_500, connection=connection, head=head)
+    extra: Tuple[Tuple[bytes, bytes], ...] = ()
+    retry_after = getattr(exc, "retry_after", None)
+    if status == 503 and retry_after is not None:
+        extra = ((b"Retry-After", b"%d" % max(1, math.ceil(retry_after))),)
+    return render_error(status, code, str(exc), connection=connection, head=head, extra=extra)

@@ -11,7 +11,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 
 import attrs
 
-from cachelayer.server.protocol import HttpConnection, Limits, Memo
+from cachelayer.server.application import ServedApplication
+from cachelayer.server.checks import Limits, RequestGate
+from cachelayer.server.compat import CompatRoutes
+from cachelayer.server.memo import MemoTable
+from cachelayer.server.protocol import HttpConnection
 
 __all__ = ["DEFAULT_HOSTS", "Server"]
 
@@ -71,35 +75,40 @@ class Server:
     ``request_timeout`` to send a whole request gets 408 and is closed.
 
     Per-URL memos (route resolution and rendered response) are counted against the cache's
-    ``max_bytes`` and kept within a quarter of it.
+    ``max_bytes`` and kept within a quarter of it. The AWS-native paths answered are those the
+    providers declare (``aws_compat``); PluginError when two declare one path.
     """
 
-    app: Any
+    app: ServedApplication
     _port_request: Optional[int] = attrs.field(default=None, alias="port")
     max_connections: int = 256
     idle_timeout: float = 60.0
     request_timeout: float = 10.0
     pending_timeout: float = 5.0
-    routes: Dict[bytes, Memo] = attrs.field(factory=dict, init=False)
-    requests: Dict[bytes, Memo] = attrs.field(factory=dict, init=False)
+    memos: MemoTable = attrs.field(init=False, repr=False)
+    gate: RequestGate = attrs.field(init=False, repr=False)
+    compat: CompatRoutes = attrs.field(init=False, repr=False)
     tick: int = attrs.field(default=0, init=False)
-    auth_required: bool = attrs.field(default=True, init=False)
-    expected_token: Optional[bytes] = attrs.field(default=None, init=False, repr=False)
     _port: int = attrs.field(default=0, init=False)
     _servers: List[Any] = attrs.field(factory=list, init=False)
     _connections: Set[HttpConnection] = attrs.field(factory=set, init=False)
     # Connections not yet authenticated, oldest first (a dict keeps insertion order).
     _pending: Dict[HttpConnection, None] = attrs.field(factory=dict, init=False)
-    _memo_bytes: int = attrs.field(default=0, init=False)
     _sweeper: Optional[asyncio.Task[None]] = attrs.field(default=None, init=False)
     _closed: Optional[asyncio.Event] = attrs.field(default=None, init=False)
     _drained: Optional[asyncio.Event] = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         settings = self.app.settings
-        self.auth_required = settings.auth == "token"
+        auth_required = settings.auth == "token"
         token = settings.token
-        self.expected_token = token.encode("utf-8") if (self.auth_required and token) else None
+        self.gate = RequestGate(
+            auth_required=auth_required,
+            expected=token.encode("utf-8") if (auth_required and token) else None,
+            max_connections=self.max_connections,
+        )
+        self.memos = MemoTable(self.app.cache, Limits.route_memo, Limits.request_memo)
+        self.compat = CompatRoutes.of(self.app)
 
     @property
     def port(self) -> int:
@@ -241,62 +250,10 @@ class Server:
         if not self._connections and self._drained is not None:
             self._drained.set()
 
-    # -- per-URL memos, counted against the cache's max_bytes ---------------------------
-
-    def _memo_budget(self) -> int:
-        return int(self.app.cache.policy.max_bytes) // 4
-
-    @staticmethod
-    def _memo_cost(url: bytes, memo: Memo) -> int:
-        # The URL (key), the item's name, the rendered response and the value it was
-        # rendered from (which the memo keeps alive), and the memo's own objects.
-        return 256 + 2 * len(url) + 2 * len(memo[5])
-
-    def add_memo(self, url: bytes, memo: Memo) -> None:
-        """Remember ``memo`` for ``url``, within the memo count and byte bounds."""
-        routes = self.routes
-        before = self._memo_bytes
-        old = routes.pop(url, None)
-        if old is not None:
-            self._forget_memo(old)
-        while len(routes) >= Limits.route_memo:
-            self._forget_memo(routes.pop(next(iter(routes))))
-        memo.append(url)  # memo[7]: its own URL, for re-costing
-        routes[url] = memo
-        self.app.cache.hold(self._memo_bytes - before)
-        self.charge_memo(memo)
-
-    def charge_memo(self, memo: Memo) -> None:
-        """Count ``memo``'s bytes again (its rendered response changed); drop the oldest memos
-        while they are over their budget."""
-        routes = self.routes
-        if routes.get(memo[7]) is not memo:
-            return  # forgotten already (a connection still held it): counted for nothing
-        before = self._memo_bytes
-        cost = self._memo_cost(memo[7], memo)
-        self._memo_bytes += cost - memo[6]
-        memo[6] = cost
-        budget = self._memo_budget()
-        while self._memo_bytes > budget and routes:
-            self._forget_memo(routes.pop(next(iter(routes))))
-        # Memos first make room among themselves; the cache evicts entries only for the rest.
-        self.app.cache.hold(self._memo_bytes - before)
-
-    def _forget_memo(self, memo: Memo) -> None:
-        """Drop ``memo``'s bytes from the memo total (the caller tells the cache)."""
-        self._memo_bytes -= memo[6]
-        memo[6] = 0
-        memo[2] = None  # nothing pinned: a request memo still pointing here re-renders
-        memo[5] = b""
-        memo[3] = memo[4] = -1
-        requests = self.requests
-        for data in [d for d, m in requests.items() if m is memo]:
-            del requests[data]
-
     @property
     def memo_bytes(self) -> int:
         """Bytes the per-URL memos are counted for (part of the cache's ``max_bytes``)."""
-        return self._memo_bytes
+        return self.memos.total
 
     async def _sweep(self) -> None:
         # One timer for all connections, counting ticks rather than wall time: a Lambda freeze
