@@ -127,9 +127,14 @@ class RequestGate:
         """None when the request may be answered, else the first check it fails, in order:
         over the connection limit, a parsing fault, no Host (HTTP/1.1), X-Forwarded-For, the
         token, a body on anything but POST."""
+        if not (overloaded or problem or xff or body) and host_ok:
+            # The common case, tested inline: this runs on the hit path.
+            expected = self.expected
+            if not self.auth_required or (
+                token is not None and expected is not None and compare_digest(token, expected)
+            ):
+                return None
         authentic = self.authentic(token)
-        if not (overloaded or problem or xff or body) and host_ok and authentic:
-            return None  # the common case, in one test
         if overloaded:
             return Refusal(
                 503,

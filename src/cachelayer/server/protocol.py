@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Dict, Mapping, Optional, Protocol, Set
+from typing import Any, Awaitable, Dict, Optional, Protocol, Set
 
 import httptools
 
 from cachelayer.errors import BadRequestError, CachelayerError, RouteNotFoundError
+from cachelayer.server.answers import compat_later, operation_later, render_answer, value_later
 from cachelayer.server.application import ServedApplication
 from cachelayer.server.checks import Limits, Refusal, RequestGate
 from cachelayer.server.compat import CompatRoutes
 from cachelayer.server.memo import MemoTable, RouteMemo
-from cachelayer.server.operations import OPERATIONS, Answer, unknown_operation
+from cachelayer.server.operations import OPERATIONS, unknown_operation
 from cachelayer.server.output import Output, Stop
 from cachelayer.server.reading import RequestReader
 from cachelayer.server.responses import (
@@ -22,9 +23,7 @@ from cachelayer.server.responses import (
     KEEP_ALIVE,
     render_error,
     render_failure,
-    render_json,
     render_lookup,
-    render_raw,
 )
 from cachelayer.server.urls import parse_target
 
@@ -85,6 +84,7 @@ class HttpConnection(asyncio.Protocol):
         "_overloaded",
         "_parser",
         "_peek",
+        "_queue",
         "_reader",
         "_requests",
         "_routes",
@@ -93,6 +93,7 @@ class HttpConnection(asyncio.Protocol):
         "_started_tick",
         "_tasks",
         "_trusted",
+        "_write",
     )
 
     def __init__(self, server: ConnectionHost) -> None:
@@ -106,6 +107,8 @@ class HttpConnection(asyncio.Protocol):
         self._reader = RequestReader(self._fatal, self.on_message_complete)
         self._parser = httptools.HttpRequestParser(self._reader)
         self._out = Output(self._released)
+        self._queue = self._out.queue  # the hit path's own references, one lookup less each
+        self._write: Any = None
         self._tasks: Set[asyncio.Task[None]] = set()
         self._overloaded = False
         # Whether a request of this connection has passed auth: until then it is "pending",
@@ -122,6 +125,7 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self._out.transport = transport
+        self._write = transport.write
         server = self._server
         self._last_tick = self._started_tick = self._opened_tick = server.tick
         if not server.admit(self):
@@ -151,15 +155,14 @@ class HttpConnection(asyncio.Protocol):
         self._out.resume_writing()
 
     def data_received(self, data: bytes) -> None:
-        out = self._out
-        if out.closing:
+        if self._out.closing:
             return
         self._last_tick = self._server.tick
         reader = self._reader
         # Between messages: nothing buffered, and every message the parser began is complete
         # (the memo path below counts its requests on both sides).
         clean = not self._bytes_pending and reader.begun == self._nreq
-        if clean and not out.queue and not self._overloaded:
+        if clean and not self._queue and not self._overloaded:
             # A chunk identical to a request already parsed, checked and answered from the
             # hit path (same URL, same token, same headers) gets the same verdict: skip the
             # parser and go straight to the cache. The parser is between messages, as then.
@@ -170,14 +173,17 @@ class HttpConnection(asyncio.Protocol):
                 if lookup is not None:
                     self._nreq += 1
                     reader.begun += 1
-                    out.transport.write(self._memos.response(memo, lookup))
+                    self._write(self._memos.response(memo, lookup))
                     if not self._trusted:  # these bytes passed auth when first parsed
                         self._trust()
                     return
         before = self._nreq
         begun = reader.begun
         self._served_fast = None
-        if not self._feed(data):
+        try:
+            self._parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._parse_failed(exc)
             return
         if self._nreq != before:
             served = self._served_fast
@@ -196,25 +202,20 @@ class HttpConnection(asyncio.Protocol):
             return
         self._count_pending(len(data))
 
-    def _feed(self, data: bytes) -> bool:
-        """Parse ``data``; False when parsing stopped (the connection is closing)."""
+    def _parse_failed(self, exc: Exception) -> None:
+        """Parsing stopped: an upgrade, our own Stop (the connection is closing), a bug in a
+        callback, or bytes that are not HTTP/1.1."""
         out = self._out
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        if isinstance(exc, httptools.HttpParserUpgrade):
             # Requests up to the upgrade were answered; the protocol switch is not supported.
             out.finish()
-            return False
-        except httptools.HttpParserCallbackError as exc:
+        elif isinstance(exc, httptools.HttpParserCallbackError):
             if not out.closing:  # not our own Stop: a bug in a callback
                 log.error("internal error while parsing a request", exc_info=exc.__context__)
                 out.send(render_error(500, "InternalError", GENERIC_500, connection=CLOSE), True)
-            return False
-        except httptools.HttpParserError as exc:
+        else:
             message = f"the request is not valid HTTP/1.1 ({exc}); the connection is closed"
             out.send(render_error(400, "MalformedRequest", message, connection=CLOSE), True)
-            return False
-        return True
 
     def _count_pending(self, size: int) -> None:
         """Bound the bytes of a request that is not complete yet."""
@@ -257,11 +258,10 @@ class HttpConnection(asyncio.Protocol):
                 lookup = self._peek(memo.item)
                 if lookup is not None:
                     data = self._memos.response(memo, lookup)
-                    out = self._out
-                    if out.queue:
-                        out.send(data, False)
+                    if self._queue:
+                        self._out.send(data, False)
                     else:
-                        out.transport.write(data)
+                        self._write(data)
                     self._served_fast = memo
                     if not self._trusted:
                         self._trust()
@@ -308,7 +308,9 @@ class HttpConnection(asyncio.Protocol):
             if method not in _ROUTE_METHODS:
                 self._not_allowed(method, path, head, keep)
                 return
-            self._defer(self._compat(path, params, head, keep), keep)
+            conn = KEEP_ALIVE if keep else CLOSE
+            compat = compat_later(self._app, self._server.compat, path, params, head, conn)
+            self._defer(compat, keep)
         else:
             self._route(path[1:], params, url, method, head, keep)
 
@@ -340,7 +342,7 @@ class HttpConnection(asyncio.Protocol):
         if lookup is not None:
             self._respond(render_lookup(lookup, conn, head), not keep)
             return
-        self._defer(self._fetch(memo.provider, memo.item, head, conn), keep)
+        self._defer(value_later(self._app, memo.provider, memo.item, head, conn), keep)
 
     def _operation(
         self, path: str, params: Dict[str, str], method: bytes, head: bool, keep: bool
@@ -364,12 +366,13 @@ class HttpConnection(asyncio.Protocol):
         if isinstance(answer, tuple):
             self._reply(*answer, head, keep)
             return
-        self._defer(self._later(answer, path, head, keep), keep)
+        self._defer(operation_later(answer, path, head, KEEP_ALIVE if keep else CLOSE), keep)
 
     # -- answers ------------------------------------------------------------------------
 
     def _reply(self, status: int, document: Any, head: bool, keep: bool, extra: Any = ()) -> None:
-        self._respond(_render_answer(status, document, head, keep, extra), not keep)
+        conn = KEEP_ALIVE if keep else CLOSE
+        self._respond(render_answer(status, document, head, conn, extra), not keep)
 
     def _error(self, exc: CachelayerError, head: bool, keep: bool, what: str = "") -> None:
         self._respond(render_failure(exc, KEEP_ALIVE if keep else CLOSE, head, what), not keep)
@@ -393,39 +396,6 @@ class HttpConnection(asyncio.Protocol):
         if not keep:
             out.closing = True
             raise Stop
-
-    async def _later(self, answer: Awaitable[Answer], path: str, head: bool, keep: bool) -> bytes:
-        conn = KEEP_ALIVE if keep else CLOSE
-        try:
-            status, document = await answer
-        except CachelayerError as exc:
-            return render_failure(exc, conn, head, f"answering {path}")
-        except Exception:
-            log.exception("internal error answering %s", path)
-            return render_error(500, "InternalError", GENERIC_500, connection=conn, head=head)
-        return _render_answer(status, document, head, keep)
-
-    async def _compat(self, path: str, params: Mapping[str, str], head: bool, keep: bool) -> bytes:
-        conn = KEEP_ALIVE if keep else CLOSE
-        try:
-            status, headers, body = await self._server.compat.answer(self._app, path, params)
-        except CachelayerError as exc:
-            return render_failure(exc, conn, head, f"answering {path}")
-        except Exception:
-            log.exception("internal error answering %s", path)
-            return render_error(500, "InternalError", GENERIC_500, connection=conn, head=head)
-        return render_raw(status, headers, body, connection=conn, head=head)
-
-    async def _fetch(self, provider: Any, item: Any, head: bool, conn: bytes) -> bytes:
-        try:
-            # Rendering inside the try too: a bad content type must become a 500, not a task
-            # that dies and leaves its slot (and every later response) waiting.
-            return render_lookup(await self._app.cache.get(provider, item), conn, head)
-        except CachelayerError as exc:
-            return render_failure(exc, conn, head, f"reading a /{item.route} item from the cache")
-        except Exception:
-            log.exception("internal error reading a /%s item", item.route)
-            return render_error(500, "InternalError", GENERIC_500, connection=conn, head=head)
 
     # -- writing, in request order ---------------------------------------------------------
 
@@ -479,13 +449,3 @@ class HttpConnection(asyncio.Protocol):
         for task in self._tasks:
             task.cancel()
         self._out.close_now()
-
-
-def _render_answer(status: int, document: Any, head: bool, keep: bool, extra: Any = ()) -> bytes:
-    """An operation's answer: a JSON document, or ``bytes`` of JSON sent as they are."""
-    conn = KEEP_ALIVE if keep else CLOSE
-    if isinstance(document, bytes):
-        return render_raw(
-            status, [("Content-Type", "application/json")], document, connection=conn, head=head
-        )
-    return render_json(status, document, connection=conn, head=head, extra=extra)

@@ -228,13 +228,14 @@ def live_server(
     clock: Optional[Callable[[], float]] = None,
     client_factory: Any = None,
     json_clients: Any = None,
+    pm: Any = None,
     **server_args: Any,
 ) -> Iterator[Live]:
     """Start the real application and server against AWS at ``endpoint`` (moto, or a proxy in
     front of it); stop them after. ``config`` is the YAML text, ``extra_env`` is laid over the
     fake AWS environment, ``clock`` replaces the cache's clock, ``client_factory`` the boto3
     client factory and ``json_clients`` the lean JSON-protocol one (e.g. one with shorter
-    timeouts), ``server_args`` go to Server."""
+    timeouts), ``pm`` the plugin manager, ``server_args`` go to Server."""
     env = dict(aws_environment(endpoint))
     env.update(extra_env or {})
     config_path = tmp_path / "config.yaml"
@@ -247,6 +248,7 @@ def live_server(
         clock=clock,
         client_factory=client_factory,
         json_clients=json_clients,
+        pm=pm,
     )
     server = Server(app, port=port, **server_args)
     loop = asyncio.new_event_loop()
