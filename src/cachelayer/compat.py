@@ -4,13 +4,15 @@ AWS's Parameters and Secrets Lambda Extension answers native paths (``GET
 /<service>/...?<its query>``) with the service's own JSON. A provider that can stand in for such
 a service declares it as a class attribute::
 
-    class ParameterStoreProvider:
+    class NotesProvider:
         aws_compat: ClassVar[AwsCompatRoute] = AwsCompatRoute(
-            path="/systemsmanager/parameters/get",
-            query=("name", "version", "label", "withDecryption", "refreshNow"),
-            to_request=parameter_request,
-            render=parameter_document,
+            path="/notesservice/get",
+            query=("noteId", "refreshNow"),
+            to_request=note_request,  # query -> CompatRequest([CompatRead(name, params)])
+            render=get_note_result,  # Value -> the service's own JSON document
         )
+
+The built-in providers declare theirs in ``cachelayer/providers/*/compat.py``.
 
 The server then answers ``GET <path>``: it rejects query parameters not in ``query``, asks
 ``to_request`` which reads to make (each one ``GET /<the provider's route>?name=&...`` through the
@@ -90,7 +92,7 @@ class AwsCompatRoute:
     """An AWS-native path a provider answers, declared as its class attribute ``aws_compat``.
 
     Attributes:
-        path: the native path, e.g. ``/secretsmanager/get``.
+        path: the native path, e.g. ``/notesservice/get``.
         query: the query parameters it accepts; the server answers 400 for any other.
         to_request: turns the (URL-decoded, declared-only) query parameters into the reads to
             make; raises BadRequestError for a bad or missing one.

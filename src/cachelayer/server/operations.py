@@ -70,7 +70,7 @@ def _invalidate_target(
         )
     route = params.get("route")
     if route is not None and route.startswith("/"):
-        route = route[1:]  # "/parameters" as the URL writes it, or "parameters"
+        route = route[1:]  # "/<route>" as the URL writes it, or "<route>"
     name = params.get("name")
     if route == "" or name == "":
         raise BadRequestError("route and name must not be empty; leave them out to invalidate more")

@@ -45,7 +45,7 @@ def _decode(raw: bytes, what: str, *, plus_is_space: bool) -> str:
 
 
 def parse_target(url: bytes) -> Tuple[str, Dict[str, str]]:
-    """``(path, params)`` of a request target such as ``/parameters?name=a%2Fb``.
+    """``(path, params)`` of a request target such as ``/<route>?name=a%2Fb``.
 
     Raises BadRequestError for an unparseable URL, malformed percent-encoding, a query part
     that is not ``key=value``, or a key given twice. Empty parts (``a=1&&b=2``) are skipped.
