@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -117,3 +118,21 @@ def test_the_extension_path_does_not_import_importlib_metadata():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+class TestRepeatedScans:
+    def test_a_repeated_scan_sees_a_distribution_installed_or_rewritten_in_between(
+        self, tmp_path, monkeypatch
+    ):
+        """The second scan of startup is served from the first unless the path changed."""
+        monkeypatch.setattr(sys, "path", [str(tmp_path)])
+        info = _dist(tmp_path, "one-1.dist-info", "one", "1", "[cachelayer]\na = one\n")
+        assert [e.name for e in entrypoints.entry_points("cachelayer")] == ["a"]
+        _dist(tmp_path, "two-1.dist-info", "two", "1", "[cachelayer]\nb = two\n")
+        assert sorted(e.name for e in entrypoints.entry_points("cachelayer")) == ["a", "b"]
+        entry_file = info / "entry_points.txt"
+        entry_file.write_text("[cachelayer]\nc = one\n")
+        stat = entry_file.stat()
+        os.utime(entry_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+        assert sorted(e.name for e in entrypoints.entry_points("cachelayer")) == ["b", "c"]
+        assert _ours("cachelayer") == _oracle("cachelayer")

@@ -69,16 +69,41 @@ def entry_points(group: str, path: Optional[Iterable[str]] = None) -> List[Entry
     entries = list(sys.path if path is None else path)
     if not _plain(entries):
         return _from_importlib(group, entries)
+    key = (group, tuple(entries))
+    memo = _memo.get(key)
+    if memo is not None and memo[0] == _stamp(entries, memo[2]):
+        return list(memo[1])
     found: List[EntryPoint] = []
+    read: List[str] = []
     seen: set = set()
     for entry in entries:
         for info in _metadata_dirs(entry or "."):
-            key = normalize(_name_from_dir(info))
-            if key in seen:
+            name = normalize(_name_from_dir(info))
+            if name in seen:
                 continue
-            seen.add(key)
-            found.extend(_read_group(info, group))
+            seen.add(name)
+            found.extend(_read_group(info, group, read))
+    _memo[key] = (_stamp(entries, read), tuple(found), read)
     return found
+
+
+# The last scan per (group, path), with the modification times it was read at: startup asks
+# twice (the plugin filters' check, then loading), and a venv holds ~100 distributions.
+_memo: Dict[
+    Tuple[str, Tuple[str, ...]], Tuple[Tuple[int, ...], Tuple[EntryPoint, ...], List[str]]
+] = {}
+
+
+def _stamp(entries: List[str], files: List[str]) -> Tuple[int, ...]:
+    """The path entries' and the read entry_points.txt files' mtimes: a distribution installed,
+    removed or rewritten changes one of them."""
+    stamp = []
+    for name in (*entries, *files):
+        try:
+            stamp.append(os.stat(name or ".").st_mtime_ns)
+        except OSError:
+            stamp.append(-1)
+    return tuple(stamp)
 
 
 def _plain(entries: List[str]) -> bool:
@@ -109,13 +134,14 @@ def _name_from_dir(info: str) -> str:
     return os.path.basename(info).lower().rpartition(".")[0].partition("-")[0]
 
 
-def _read_group(info: str, group: str) -> List[EntryPoint]:
+def _read_group(info: str, group: str, read: List[str]) -> List[EntryPoint]:
     filename = os.path.join(info, "entry_points.txt")
     try:
         with open(filename, encoding="utf-8") as f:
             text = f.read()
     except (FileNotFoundError, NotADirectoryError):
         return []
+    read.append(filename)
     pairs = [
         (name, value) for section, name, value in _sections(text, filename) if section == group
     ]
