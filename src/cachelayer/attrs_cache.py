@@ -39,6 +39,7 @@ _HOOK_PARAMETERS = ("script", "globs", "locs", "filename")
 # In the generated __hash__: ``return hash((\n    <salt>,\n    self.a, ...``.
 _SALT = re.compile(r"(return hash\(\(\s+)(-?\d+)(,)")
 _FORMAT = 1
+MAX_ENTRIES = 400
 
 Key = Tuple[str, str]
 Entry = Tuple[types.CodeType, Optional[int]]
@@ -97,7 +98,7 @@ class AttrsCodeCache:
         return code
 
     def save(self, *, force: bool = False) -> bool:
-        """Write the entries this process used, if it compiled any and bytecode may be written
+        """Write the entries this process used (and the file's others), if it compiled any and bytecode may be written
         (``force``: even under ``-B``). Atomic: a concurrent reader sees the old file or the new."""
         if self.path is None or not self.compiled or (sys.dont_write_bytecode and not force):
             return False
@@ -105,7 +106,7 @@ class AttrsCodeCache:
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             with open(temporary, "wb") as f:
-                f.write(marshal.dumps((self._header, self.used)))
+                f.write(marshal.dumps((self._header, self._kept())))
             os.replace(temporary, self.path)
         except OSError as exc:  # a read-only or foreign directory: as a .pyc, just not kept
             log.debug("attrs code cache not written to %s: %s", self.path, exc)
@@ -113,6 +114,16 @@ class AttrsCodeCache:
                 os.unlink(temporary)
             return False
         return True
+
+    def _kept(self) -> Dict[Key, Entry]:
+        """What to write: this process's entries, then the file's others (another process may
+        create other classes), up to ``MAX_ENTRIES``, so edited classes' old code ages out."""
+        kept = dict(self.used)
+        for key, entry in self._entries.items():
+            if len(kept) >= MAX_ENTRIES:
+                break
+            kept.setdefault(key, entry)
+        return kept
 
 
 def _replace_constant(code: types.CodeType, old: int, new: int) -> types.CodeType:
