@@ -59,9 +59,12 @@ def default_path() -> Optional[str]:
 class AttrsCodeCache:
     """The cache file's entries, the ones this process used, and the ones it compiled."""
 
-    def __init__(self, path: Optional[str], attrs_version: str) -> None:
+    def __init__(self, path: Optional[str], tag: str = "") -> None:
         self.path = path
-        self._header = (_FORMAT, bytes(MAGIC_NUMBER), attrs_version)
+        # The generated script and the compiler decide the code, so the interpreter's bytecode
+        # magic is the file's only key beside the format (``tag``: a further one, for tests).
+        # Not attrs' version: attr.__version__ imports importlib.metadata (~10 ms).
+        self._header = (_FORMAT, bytes(MAGIC_NUMBER), tag)
         self._entries: Dict[Key, Entry] = {}
         self.used: Dict[Key, Entry] = {}
         self.compiled = 0
@@ -147,13 +150,12 @@ def install(path: Optional[str] = None) -> Optional[AttrsCodeCache]:
     global _installed
     if _installed is not None:
         return _installed[0]
-    import attr
     import attr._make as make
 
     original = getattr(make, _HOOK, None)
     if original is None or _parameters(original) != _HOOK_PARAMETERS:
         return None
-    cache = AttrsCodeCache(default_path() if path is None else path, attr.__version__)
+    cache = AttrsCodeCache(default_path() if path is None else path)
     cache.load()
 
     def compile_and_eval(script: str, globs: Any, locs: Any = None, filename: str = "") -> None:
