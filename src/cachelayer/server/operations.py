@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.resources
 from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from cachelayer import __version__
@@ -37,6 +36,8 @@ class Operation:
 def openapi_bytes() -> bytes:
     """The OpenAPI 3.1 document of the whole HTTP surface (package data), for
     ``GET /-/openapi.json``."""
+    import importlib.resources  # ~10 ms of imports (tempfile, zipfile...): not on the way to ready
+
     return importlib.resources.files("cachelayer").joinpath("openapi.json").read_bytes()
 
 
