@@ -211,7 +211,9 @@ class TestNames:
         """Extra parameters (refused by the router: the provider declares none) and malformed
         numeric hash values are bad requests."""
         provider = make_provider([hash_item("n", "1", kind="N")])
-        with pytest.raises(BadRequestError, match="'version' for /dynamodb; only name= is accepted"):
+        with pytest.raises(
+            BadRequestError, match="'version' for /dynamodb; only name= is accepted"
+        ):
             routed(provider, "n-1", {"version": "2"})
         with pytest.raises(BadRequestError, match="must be a number"):
             provider.resolve("n-abc", {})
