@@ -94,23 +94,7 @@ class Application:
         allow, deny = plugin_filters(environ)
         pm, registry = discover(allow=allow, deny=deny, pm=pm)
         settings = _settings(environ, pm, registry, allow, deny, config_path, port)
-        policy = _policy(settings, registry)
-        shared = None
-        if settings.shared is not None:
-            # Imported only when configured; redis-py and cryptography even later, on first use.
-            from cachelayer.shared.factory import open_tier
-
-            shared = open_tier(
-                settings.shared,
-                pm,
-                read_secret=lambda secret_id: _read_secret(json_clients, secret_id),
-                source=settings.config_path if settings.config_loaded else None,
-            )
-        cache = (
-            Cache(policy, clock=clock, shared=shared)
-            if clock is not None
-            else Cache(policy, shared=shared)
-        )
+        cache = _cache(settings, registry, pm, clock, lambda sid: _read_secret(json_clients, sid))
 
         def count(service: str, operation: str) -> None:
             cache.count_upstream_call(current_route())
@@ -287,6 +271,31 @@ def _policy(settings: Settings, registry: ProviderRegistry) -> CachePolicy:
         stale_wait=float(settings.cache.stale_wait),
         upstream_timeout=float(settings.cache.upstream_timeout),
     )
+
+
+def _cache(
+    settings: Settings,
+    registry: ProviderRegistry,
+    pm: Any,
+    clock: Optional[Callable[[], float]],
+    read_secret: Callable[[str], str],
+) -> Cache:
+    """The cache for ``settings``, with its shared tier when one is configured."""
+    shared = None
+    if settings.shared is not None:
+        # Imported only when configured; redis-py and cryptography even later, on first use.
+        from cachelayer.shared.factory import open_tier
+
+        shared = open_tier(
+            settings.shared,
+            pm,
+            read_secret=read_secret,
+            source=settings.config_path if settings.config_loaded else None,
+        )
+    policy = _policy(settings, registry)
+    if clock is not None:
+        return Cache(policy, clock=clock, shared=shared)
+    return Cache(policy, shared=shared)
 
 
 def _build(name: str, info: ProviderInfo, settings: Settings, context: ProviderContext) -> Provider:
