@@ -145,6 +145,14 @@ class TestBornConfigured:
         assert app.settings.ttl_for("paint") == 42.0
         assert app.settings.ttl_for("plain") == 300.0
 
+    def test_query_parameters_given_as_one_string_are_a_broken_plugin(self) -> None:
+        """``query_parameters = "colour"`` (not a tuple) is reported, not read letter by letter."""
+        typo = type("Typo", (PlainProvider,), {"query_parameters": "colour"})
+        pm = make_plugin_manager()
+        pm.register(Contributes(typo), name="typo")
+        broken = collect_providers(pm).broken_for("typo")
+        assert broken is not None and "Typo.query_parameters must be a tuple" in broken.error
+
     def test_an_instance_instead_of_a_type_is_a_broken_plugin(self) -> None:
         """A plugin still returning instances is reported broken, saying to return classes."""
         pm = make_plugin_manager()
@@ -236,7 +244,9 @@ class TestHookCaller:
         assert "plugin 'failing': its cachelayer_startup hook raised" in caplog.text
         assert recorder.calls == [("startup", [])]
 
-    def test_a_blocking_shutdown_hook_is_left_behind(self, caplog: pytest.LogCaptureFixture) -> None:
+    def test_a_blocking_shutdown_hook_is_left_behind(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
         """Shutdown waits at most its timeout for a blocking hook; the other hooks still ran."""
         pm = make_plugin_manager()
         recorder, failing = Recorder(), Failing()

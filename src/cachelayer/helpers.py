@@ -92,6 +92,15 @@ def check_query_parameters(route: str, params: Iterable[str], accepted: Sequence
     )
 
 
+def declared_query_parameters(provider: Any) -> Tuple[str, ...]:
+    """The query parameters ``provider`` (a type or an instance) takes besides ``name``, in the
+    order its messages list them (a set's sorted); ``()`` when it declares none."""
+    declared = getattr(provider, "query_parameters", ())
+    if isinstance(declared, (set, frozenset)):
+        return tuple(sorted(declared))
+    return tuple(declared)
+
+
 @attrs.frozen
 class NameIndex(Generic[T]):
     """A section's declared entries, in config order, and by every name each answers to.

@@ -248,20 +248,20 @@ def type_problem(provided: Any) -> Optional[str]:
         return f"provider {label} lacks {', '.join(missing)}"
     for attr in ("name", "route"):
         value = getattr(provided, attr)
-        if not isinstance(value, str) or not value.strip() or "/" in value:
-            return f"provider {label}.{attr} must be a non-empty string without '/', got {value!r}"
-    params = query_parameters_of(provided)
-    if isinstance(params, str) or not all(isinstance(p, str) and p for p in params):
-        return f"provider {label}.query_parameters must be a tuple of names, got {params!r}"
+        if not isinstance(value, str) or not value.strip():
+            return f"provider {label}.{attr} must be a non-empty string, got {value!r}"
+    params = getattr(provided, "query_parameters", ())
+    if not isinstance(params, (tuple, list, frozenset, set)) or not all(
+        isinstance(p, str) and p for p in params
+    ):
+        return (
+            f"provider {label}.query_parameters must be a tuple of parameter names such as "
+            f'("version",), got {params!r}'
+        )
     variable = ttl_variable_of(provided)
     if variable is not None and (not isinstance(variable, str) or not variable.strip()):
         return f"provider {label}.ttl_environment_variable must be a name or None, got {variable!r}"
     return None
-
-
-def query_parameters_of(provider: Any) -> Tuple[str, ...]:
-    """The query parameters ``provider`` (a type or an instance) takes besides ``name``."""
-    return tuple(getattr(provider, "query_parameters", ()))
 
 
 def ttl_variable_of(provider: Any) -> Optional[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Dict, Mapping, Tuple
 
 from cachelayer.errors import BadRequestError, RouteNotFoundError
-from cachelayer.helpers import check_query_parameters
+from cachelayer.helpers import check_query_parameters, declared_query_parameters
 from cachelayer.provider import Item, Provider
 
 
@@ -18,7 +18,7 @@ class Router:
         self._providers: Dict[str, Provider] = dict(providers)
         # Declared on the provider's type: fixed for the router's life.
         self._accepted: Dict[str, Tuple[str, ...]] = {
-            route: tuple(getattr(p, "query_parameters", ())) for route, p in providers.items()
+            route: declared_query_parameters(p) for route, p in providers.items()
         }
 
     @property
