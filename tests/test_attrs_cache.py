@@ -10,8 +10,6 @@ import textwrap
 from pathlib import Path
 from typing import Any, Dict
 
-import pytest
-
 from cachelayer import attrs_cache
 
 # Class shapes whose generated methods differ: validators, converters, frozen hashing, slots
@@ -170,16 +168,32 @@ class TestTheFile:
         assert not cache.save() and not path.exists()
         assert cache.save(force=True) and path.exists()
 
-    @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory")
-    def test_an_unwritable_directory_is_no_error(self, tmp_path):
-        """Like a .pyc that cannot be written: the process goes on, the file is just not kept."""
-        tmp_path.chmod(0o500)
-        try:
-            cache = attrs_cache.AttrsCodeCache(str(tmp_path / "sub" / "m.marshal"), "1")
-            cache.code_for("x = 1\n", "<x>")
-            assert not cache.save(force=True)
-        finally:
-            tmp_path.chmod(0o700)
+    def test_other_processes_entries_are_kept_up_to_the_bound(self, tmp_path, monkeypatch):
+        """A process that creates fewer classes keeps the others' entries, within MAX_ENTRIES."""
+        path = tmp_path / "methods.marshal"
+        first = attrs_cache.AttrsCodeCache(str(path), "1")
+        first.code_for("a = 1\n", "<a>")
+        first.code_for("b = 1\n", "<b>")
+        assert first.save(force=True)
+        second = attrs_cache.AttrsCodeCache(str(path), "1")
+        second.load()
+        second.code_for("c = 1\n", "<c>")
+        assert second.save(force=True)
+        third = attrs_cache.AttrsCodeCache(str(path), "1")
+        third.load()
+        for name in "abc":
+            third.code_for(f"{name} = 1\n", f"<{name}>")
+        assert (third.hits, third.compiled) == (3, 0)
+        monkeypatch.setattr(attrs_cache, "MAX_ENTRIES", 1)
+        fourth = attrs_cache.AttrsCodeCache(str(path), "1")
+        fourth.load()
+        fourth.code_for("d = 1\n", "<d>")
+        assert fourth.save(force=True)
+        bounded = attrs_cache.AttrsCodeCache(str(path), "1")
+        bounded.load()
+        bounded.code_for("d = 1\n", "<d>")
+        bounded.code_for("a = 1\n", "<a>")
+        assert (bounded.hits, bounded.compiled) == (1, 1)  # over the bound: only its own kept
 
     def test_a_path_that_is_a_file_is_no_error(self, tmp_path):
         """The cache directory cannot be made (a file is in the way): not kept, no exception."""

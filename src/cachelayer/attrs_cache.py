@@ -39,6 +39,7 @@ _HOOK_PARAMETERS = ("script", "globs", "locs", "filename")
 # In the generated __hash__: ``return hash((\n    <salt>,\n    self.a, ...``.
 _SALT = re.compile(r"(return hash\(\(\s+)(-?\d+)(,)")
 _FORMAT = 1
+MAX_ENTRIES = 400
 
 Key = Tuple[str, str]
 Entry = Tuple[types.CodeType, Optional[int]]
@@ -58,9 +59,12 @@ def default_path() -> Optional[str]:
 class AttrsCodeCache:
     """The cache file's entries, the ones this process used, and the ones it compiled."""
 
-    def __init__(self, path: Optional[str], attrs_version: str) -> None:
+    def __init__(self, path: Optional[str], tag: str = "") -> None:
         self.path = path
-        self._header = (_FORMAT, bytes(MAGIC_NUMBER), attrs_version)
+        # The generated script and the compiler decide the code, so the interpreter's bytecode
+        # magic is the file's only key beside the format (``tag``: a further one, for tests).
+        # Not attrs' version: attr.__version__ imports importlib.metadata (~10 ms).
+        self._header = (_FORMAT, bytes(MAGIC_NUMBER), tag)
         self._entries: Dict[Key, Entry] = {}
         self.used: Dict[Key, Entry] = {}
         self.compiled = 0
@@ -97,7 +101,7 @@ class AttrsCodeCache:
         return code
 
     def save(self, *, force: bool = False) -> bool:
-        """Write the entries this process used, if it compiled any and bytecode may be written
+        """Write the entries this process used (and the file's others), if it compiled any and bytecode may be written
         (``force``: even under ``-B``). Atomic: a concurrent reader sees the old file or the new."""
         if self.path is None or not self.compiled or (sys.dont_write_bytecode and not force):
             return False
@@ -105,7 +109,7 @@ class AttrsCodeCache:
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             with open(temporary, "wb") as f:
-                f.write(marshal.dumps((self._header, self.used)))
+                f.write(marshal.dumps((self._header, self._kept())))
             os.replace(temporary, self.path)
         except OSError as exc:  # a read-only or foreign directory: as a .pyc, just not kept
             log.debug("attrs code cache not written to %s: %s", self.path, exc)
@@ -113,6 +117,16 @@ class AttrsCodeCache:
                 os.unlink(temporary)
             return False
         return True
+
+    def _kept(self) -> Dict[Key, Entry]:
+        """What to write: this process's entries, then the file's others (another process may
+        create other classes), up to ``MAX_ENTRIES``, so edited classes' old code ages out."""
+        kept = dict(self.used)
+        for key, entry in self._entries.items():
+            if len(kept) >= MAX_ENTRIES:
+                break
+            kept.setdefault(key, entry)
+        return kept
 
 
 def _replace_constant(code: types.CodeType, old: int, new: int) -> types.CodeType:
@@ -136,13 +150,12 @@ def install(path: Optional[str] = None) -> Optional[AttrsCodeCache]:
     global _installed
     if _installed is not None:
         return _installed[0]
-    import attr
     import attr._make as make
 
     original = getattr(make, _HOOK, None)
     if original is None or _parameters(original) != _HOOK_PARAMETERS:
         return None
-    cache = AttrsCodeCache(default_path() if path is None else path, attr.__version__)
+    cache = AttrsCodeCache(default_path() if path is None else path)
     cache.load()
 
     def compile_and_eval(script: str, globs: Any, locs: Any = None, filename: str = "") -> None:
@@ -191,8 +204,3 @@ def warm(modules: Iterable[str] = STARTUP_MODULES, path: Optional[str] = None) -
     plugins.discover()
     cache.save(force=True)
     return cache
-
-
-if __name__ == "__main__":  # python -I -S -m cachelayer.attrs_cache (the layer builder)
-    done = warm()
-    print(f"{len(done.used)} classes' methods in {done.path}")
