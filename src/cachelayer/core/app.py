@@ -328,14 +328,9 @@ def _build(name: str, info: ProviderInfo, settings: Settings, context: ProviderC
 
 
 def _read_secret(json_clients: Any, secret_id: str) -> str:
-    """A Secrets Manager secret's string (the shared tier's key or password), read on first
-    use of the tier through the lean JSON transport (no boto3), not counted for any route."""
+    """A secret of the shared tier's (its key or password), read on first use of the tier, not
+    counted for any route."""
+    from cachelayer.shared.secret import read_secret_string
+
     with uncounted():
-        client = json_clients("secretsmanager", None)
-        answer = client.call(
-            "GetSecretValue", {"SecretId": secret_id}, what=f"secret {secret_id!r}"
-        )
-    text = answer.get("SecretString")
-    if text is None:
-        raise ValueError(f"secret {secret_id!r} holds no SecretString")
-    return str(text)
+        return read_secret_string(json_clients, secret_id)
