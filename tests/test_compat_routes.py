@@ -34,47 +34,42 @@ NOTES_ROUTE = AwsCompatRoute(
 
 
 class _InMemory:
-    """A provider that answers every name with ``<route>:<name>`` and counts its fetches."""
+    """A provider that answers every name with ``<route>:<name>``; ``FETCHES`` counts its
+    fetches per route (the core builds the instances, so the count lives on the class)."""
 
+    name: ClassVar[str] = ""
     route: ClassVar[str] = ""
     services: ClassVar[Tuple[str, ...]] = ()
     config_schema: ClassVar[Any] = None
+    query_parameters: ClassVar[Tuple[str, ...]] = ()
+    ttl_environment_variable: ClassVar[Optional[str]] = None
+    FETCHES: ClassVar[Dict[str, int]] = {}
 
-    def __init__(self) -> None:
-        self.fetches = 0
-
-    @property
-    def name(self) -> str:
-        return self.route
-
-    def configure(self, config: Any, context: Any) -> None:
-        pass
+    @classmethod
+    def from_config(cls, config: Any, context: Any) -> _InMemory:
+        return cls()
 
     def declared(self) -> Sequence[cachelayer.Item]:
         return []
 
     def resolve(self, name: str, params: Mapping[str, str]) -> cachelayer.Item:
-        if params:
-            raise cachelayer.BadRequestError(f"/{self.route} takes only name")
         return cachelayer.Item(route=self.route, name=name)
 
     def fetch(self, item: cachelayer.Item) -> cachelayer.Value:
-        self.fetches += 1
-        return cachelayer.Value(
-            f"{self.route}:{item.name}".encode(), metadata={"fetches": self.fetches}
-        )
+        fetches = self.FETCHES[self.route] = self.FETCHES.get(self.route, 0) + 1
+        return cachelayer.Value(f"{self.route}:{item.name}".encode(), metadata={"fetches": fetches})
 
 
 class ReplacementParameters(_InMemory):
     """Serves ``/parameters`` in place of the built-in SSM provider, with no AWS-native path."""
 
-    route = "parameters"
+    name = route = "parameters"
 
 
 class Notes(_InMemory):
     """A third party's provider with an AWS-native path of its own."""
 
-    route = "notes"
+    name = route = "notes"
     aws_compat: ClassVar[AwsCompatRoute] = NOTES_ROUTE
 
 
@@ -100,7 +95,7 @@ class TestReplacementProvider:
     ) -> None:
         """With the built-in parameters provider replaced by one without aws_compat, SSM's
         native path answers 404 naming the native paths still served, never a null document."""
-        pm = _plugin(ReplacementParameters())
+        pm = _plugin(ReplacementParameters)
         env = {"CACHE_EXTENSION_DISABLE_PLUGINS": "parameters"}
         with live_server(aws, tmp_path, extra_env=env, pm=pm) as live:
             status, _, body = live.request("/parameters?name=a")
@@ -120,17 +115,17 @@ class TestThirdPartyNativePath:
     ) -> None:
         """Any provider's aws_compat is served: its query is checked, the read goes through the
         cache (miss, then hit without a fetch) and the provider renders the JSON."""
-        notes = Notes()
-        with live_server(aws, tmp_path, pm=_plugin(notes)) as live:
+        Notes.FETCHES.pop("notes", None)
+        with live_server(aws, tmp_path, pm=_plugin(Notes)) as live:
             first = live.get(f"{NOTES_PATH}?noteId=n1")
             second = live.get(f"{NOTES_PATH}?noteId=n1")
             assert first.status == second.status == 200
             assert first.headers["content-type"] == "application/json"
             assert (first.x_cache, second.x_cache) == ("miss", "hit")
             assert second.json() == {"Note": {"Text": "notes:n1", "Fetches": 1}}
-            assert notes.fetches == 1
+            assert Notes.FETCHES["notes"] == 1
             assert live.get("/notes?name=n1").text == "notes:n1"  # the same cache entry
-            assert notes.fetches == 1
+            assert Notes.FETCHES["notes"] == 1
             bad = live.get(f"{NOTES_PATH}?noteId=n1&extra=1")
             assert bad.status == 400
             assert "unknown query parameter(s) 'extra'" in bad.json()["message"]
@@ -142,7 +137,7 @@ class TestThirdPartyNativePath:
 
 
 class _Other(_InMemory):
-    route = "other"
+    name = route = "other"
     aws_compat: ClassVar[Optional[AwsCompatRoute]] = NOTES_ROUTE
 
 
@@ -164,7 +159,7 @@ class TestDeclarations:
         """A provider whose aws_compat is not an AwsCompatRoute is a PluginError naming it."""
 
         class Wrong(_InMemory):
-            route = "wrong"
+            name = route = "wrong"
             aws_compat = {"path": "/x"}
 
         with pytest.raises(PluginError, match="'wrong': aws_compat must be a cachelayer"):
