@@ -186,6 +186,29 @@ class TestConnectionSlots:
         assert statuses == [200] * 20
         assert refused and set(refused) <= {401, 503}  # 503: over the limit, not displacing
 
+    def test_a_token_holder_accepted_over_the_limit_is_served_once_others_have_gone(
+        self, aws: str, tmp_path: Path
+    ) -> None:
+        """A connection accepted over the limit whose authenticated request arrives after the
+        others closed is served, not refused for a limit it no longer exceeds."""
+        with live_server(aws, tmp_path, max_connections=2) as live:
+            first = [socket.create_connection(("127.0.0.1", live.port)) for _ in range(2)]
+            late = socket.create_connection(("127.0.0.1", live.port))
+            try:
+                deadline = time.monotonic() + 5
+                while live.server.connections < 3 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert live.server.connections == 3  # the third was accepted over the limit
+                for s in first:
+                    s.close()
+                while live.server.connections > 1 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert live.server.connections == 1
+                late.sendall(raw_request(live, "/-/health", extra="Connection: close\r\n"))
+                assert [st for st, _, _ in responses(read_until_closed(late, 5))] == [200]
+            finally:
+                late.close()
+
     def test_a_connection_that_never_authenticates_is_closed_after_its_budget(
         self, aws: str, tmp_path: Path
     ) -> None:
