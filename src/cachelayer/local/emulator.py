@@ -93,7 +93,8 @@ class LocalLambda:
             credentials=resolve_credentials(user_env),
         )
         self.sandbox = Sandbox(FunctionIdentity(function_name, "$LATEST", handler, ACCOUNT_ID))
-        # Called with (name, pid) right after each process starts (benchmarks watch it).
+        # on_spawn is called with (name, pid) right after each process starts (benchmarks
+        # watch it).
         self._processes = ProcessTable(self.sandbox, self.log_path, on_spawn)
         self._phases = Phases(self.sandbox, self._processes, self._platform)
         self._server: Optional[ApiServer] = None
@@ -109,6 +110,7 @@ class LocalLambda:
 
     @property
     def log_stream_name(self) -> str:
+        """The environment's one log stream (``AWS_LAMBDA_LOG_STREAM_NAME``)."""
         return self._settings.log_stream_name
 
     @property
