@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import attrs
 
+from cachelayer.layer_builder.bytecode import WARM_ATTRS_SCRIPT, attrs_cache_outcome
 from cachelayer.layer_builder.elf import LAYER_ROOT
 from cachelayer.layer_builder.errors import LayerBuildError
 from cachelayer.layer_builder.runtime_bundle import (
@@ -181,3 +182,14 @@ class StagedInterpreter:
             ok=(0, 1),
             full_stdlib=True,
         )
+
+    def warm_attrs_cache(self) -> str:
+        """Write the layer's attrs code cache with the bundled interpreter (see
+        ``bytecode.warm_attrs_cache``); returns the build's progress line."""
+        try:
+            out = self.run(
+                ["-c", WARM_ATTRS_SCRIPT, str(self.bundle.site)], what="warming attrs' cache"
+            )
+        except LayerBuildError as exc:
+            return attrs_cache_outcome(1, "", str(exc))
+        return attrs_cache_outcome(0, out, "")
