@@ -86,6 +86,7 @@ class HttpConnection(asyncio.Protocol):
         "_peek",
         "_queue",
         "_reader",
+        "_refusal",
         "_requests",
         "_routes",
         "_served_fast",
@@ -103,6 +104,7 @@ class HttpConnection(asyncio.Protocol):
         self._routes: Dict[bytes, RouteMemo] = server.memos.routes
         self._requests: Dict[bytes, RouteMemo] = server.memos.requests
         self._gate = server.gate
+        self._refusal = server.gate.refusal  # bound once: called for every parsed request
         self._peek = server.app.cache.peek
         self._reader = RequestReader(self._fatal, self.on_message_complete)
         self._parser = httptools.HttpRequestParser(self._reader)
@@ -251,7 +253,7 @@ class HttpConnection(asyncio.Protocol):
             # Over the limit, but it authenticates: it takes the slot of the oldest connection
             # that never did, if there is one (the token holder must always be served).
             overloaded = self._overloaded = not self._server.make_room(self)
-        refusal = self._gate.refusal(method, token, host_ok, xff, body, problem, overloaded)
+        refusal = self._refusal(method, token, host_ok, xff, body, problem, overloaded)
         if refusal is None and keep and method == _GET:
             memo = self._routes.get(url)
             if memo is not None:
