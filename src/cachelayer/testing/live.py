@@ -18,26 +18,13 @@ import attrs
 
 from cachelayer.core.app import Application
 from cachelayer.server import Server
+from cachelayer.testing.clock import ManualClock
 from cachelayer.testing.moto import aws_environment
 
 __all__ = ["TOKEN_HEADER", "Live", "ManualClock", "Reply", "live_server"]
 
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
 RIGHT_TOKEN = "<the environment's AWS_SESSION_TOKEN>"
-
-
-class ManualClock:
-    """A monotonic clock that only moves when told to; pass it as ``clock=`` to freeze TTLs."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward by ``seconds``."""
-        self.now += seconds
 
 
 @attrs.frozen
