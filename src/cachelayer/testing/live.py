@@ -20,8 +20,17 @@ from cachelayer.core.app import Application
 from cachelayer.server import Server
 from cachelayer.testing.clock import ManualClock
 from cachelayer.testing.moto import aws_environment
+from cachelayer.testing.proxy import UpstreamProxy
 
-__all__ = ["TOKEN_HEADER", "Live", "ManualClock", "Reply", "live_server"]
+__all__ = [
+    "TOKEN_HEADER",
+    "Live",
+    "ManualClock",
+    "Reply",
+    "Requests",
+    "live_server",
+    "release_once_joined",
+]
 
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
 RIGHT_TOKEN = "<the environment's AWS_SESSION_TOKEN>"
@@ -155,9 +164,16 @@ class Live:
             return Reply(response.status, headers, body)
         raise AssertionError("unreachable")
 
-    def get_many(self, paths: Sequence[str], *, connections: int = 8) -> List[Reply]:
+    def get_many(
+        self,
+        paths: Sequence[str],
+        *,
+        connections: int = 8,
+        sent: Optional[Callable[[], None]] = None,
+    ) -> List[Reply]:
         """GET every path, spread over ``connections`` keep-alive connections used at once
-        (each in its own thread, released together); the replies in the order of ``paths``."""
+        (each in its own thread, released together); the replies in the order of ``paths``.
+        ``sent`` is called as each request has been written (see ``Requests``)."""
         connections = max(1, min(connections, len(paths)))
         shares: List[List[int]] = [
             list(range(i, len(paths), connections)) for i in range(connections)
@@ -172,6 +188,8 @@ class Live:
                 ready.wait(10)
                 for i in indexes:
                     conn.request("GET", paths[i], headers={TOKEN_HEADER: self.token})
+                    if sent is not None:
+                        sent()
                     response = conn.getresponse()
                     body = response.read()
                     replies[i] = Reply(
@@ -199,6 +217,49 @@ class Live:
             opened, self._opened = self._opened, []
         for conn in opened:
             conn.close()
+
+
+class Requests:
+    """Counts requests as clients write them (pass ``sent`` as the callback), so a test can
+    wait until every one is written."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._moved = threading.Condition()
+
+    def sent(self) -> None:
+        """One more request written."""
+        with self._moved:
+            self.count += 1
+            self._moved.notify_all()
+
+    def wait(self, count: int, timeout: float = 10.0) -> None:
+        """Block until ``count`` requests are written; AssertionError after ``timeout``."""
+        with self._moved:
+            if not self._moved.wait_for(lambda: self.count >= count, timeout):
+                raise AssertionError(f"{self.count} of {count} requests written in {timeout:g}s")
+
+
+def release_once_joined(
+    proxy: UpstreamProxy,
+    operation: str,
+    loop: asyncio.AbstractEventLoop,
+    requests: Requests,
+    count: int,
+    *,
+    timeout: float = 10.0,
+) -> None:
+    """Release the proxy's held ``operation`` (``Fault.hold``) once exactly one such request
+    is held, all ``count`` client requests are written, and the server's ``loop`` has turned
+    over a few times since (so it has read them, and each reader joined the held fetch or
+    started one: a second would be held too, and fail the check)."""
+    proxy.wait_in_flight(1, operation, timeout=timeout)
+    requests.wait(count, timeout)
+    for _ in range(3):  # each a task's step and one more turn: the reads in the kernel are read
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(timeout)
+    held = proxy.in_flight(operation)
+    assert held == 1, f"{held} {operation} requests held: want exactly one"
+    proxy.release()
 
 
 _configs = itertools.count()

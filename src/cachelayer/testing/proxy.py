@@ -355,6 +355,26 @@ class UpstreamProxy:
         with self._lock:
             return self._sum(self._active, operation, service)
 
+    def wait_in_flight(
+        self,
+        count: int,
+        operation: Optional[str] = None,
+        service: Optional[str] = None,
+        *,
+        timeout: float = 10.0,
+    ) -> int:
+        """Block until ``count`` requests for ``operation`` (and ``service``) are in flight
+        (held, delayed or being forwarded); their number then. Raises ``TimeoutError``."""
+        with self._moved:
+            if not self._moved.wait_for(
+                lambda: self._sum(self._active, operation, service) >= count, timeout
+            ):
+                raise TimeoutError(
+                    f"{self._sum(self._active, operation, service)} of the {count} "
+                    f"{operation or 'any'} requests waited for were in flight within {timeout:g}s"
+                )
+            return self._sum(self._active, operation, service)
+
     def wait_for(
         self,
         count: int,
