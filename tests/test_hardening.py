@@ -84,15 +84,19 @@ class TestHalfClosedClient:
         self, proxy: UpstreamProxy, ssm: Any, tmp_path: Path
     ) -> None:
         """A GET for an uncached key followed by shutdown(SHUT_WR), as ``nc -N`` does, gets its
-        answer before the server closes (the upstream call is made slow to make sure)."""
+        answer before the server closes (the upstream call is held until the server has read
+        the half-close, to make sure)."""
         ssm.put_parameter(Name="half", Value="answered", Type="String")
-        proxy.inject(Fault.delay(0.3), operation="GetParameter")
+        proxy.inject(Fault.hold(), operation="GetParameter")
         with (
             serve(proxy, tmp_path) as live,
             socket.create_connection(("127.0.0.1", live.port)) as s,
         ):
             s.sendall(raw_request(live, "/parameters?name=half"))
             s.shutdown(socket.SHUT_WR)
+            proxy.wait_in_flight(1, "GetParameter")
+            live.turns()  # the end of the stream is read too
+            proxy.release()
             out = responses(read_until_closed(s))
         assert [(st, body) for st, _, body in out] == [(200, b"answered")]
 
@@ -147,7 +151,7 @@ class TestConnectionSlots:
         with live_server(aws, tmp_path, max_connections=8) as live:
             held = [socket.create_connection(("127.0.0.1", live.port)) for _ in range(40)]
             try:
-                time.sleep(0.3)  # every one accepted
+                live.turns()  # every one accepted
                 for _ in range(3):
                     status, _, body = live.request("/-/health")
                     assert status == 200, body
@@ -177,7 +181,10 @@ class TestConnectionSlots:
             for t in threads:
                 t.start()
             try:
-                time.sleep(0.3)
+                deadline = time.monotonic() + 10
+                while len(refused) < 8:  # the pestering is under way
+                    assert time.monotonic() < deadline, refused
+                    time.sleep(0.01)
                 statuses = [live.request("/-/health")[0] for _ in range(20)]
             finally:
                 stop.set()
@@ -530,9 +537,13 @@ class TestHookIsolation:
                 assert proc.poll() is None and time.monotonic() < deadline
                 time.sleep(0.05)
             with api.sandbox.cond:
+                nexts = [e for e in api.sandbox.timeline if e[1] == "next"]
                 api.sandbox.deliver_to_extensions({"eventType": "INVOKE", "requestId": "r1"})
-            time.sleep(0.3)
-            while not api.sandbox.extensions_idle():  # back in /next after the INVOKE
+            # Back in /next after the INVOKE: one more /next call, and nothing left to hand it.
+            while not (
+                api.sandbox.extensions_idle()
+                and len([e for e in api.sandbox.timeline if e[1] == "next"]) > len(nexts)
+            ):
                 assert proc.poll() is None and time.monotonic() < deadline
                 time.sleep(0.05)
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -625,7 +636,7 @@ class TestCancelledClients:
                 for i in range(10):
                     with socket.create_connection(("127.0.0.1", live.port)) as s:
                         s.sendall(raw_request(live, f"/parameters?name=gone-{i}"))
-                        time.sleep(0.05)  # the request is read and its fetch started
+                        proxy.wait_for(i + 1, "GetParameter")  # read, and its fetch started
                         # Reset, not FIN: the server sees the client gone, cancels its read.
                         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 deadline = time.monotonic() + 10

@@ -29,6 +29,7 @@ __all__ = [
     "Reply",
     "Requests",
     "live_server",
+    "loop_turns",
     "release_once_joined",
 ]
 
@@ -103,6 +104,11 @@ class Live:
     def run(self, coro: Any, timeout: float = 10.0) -> Any:
         """Run a coroutine on the server's loop and return its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def turns(self, count: int = 3, timeout: float = 10.0) -> None:
+        """Let the server's loop turn over ``count`` times: what the kernel held for it when
+        this was called (connections to accept, bytes to read) has been taken in after."""
+        loop_turns(self.loop, count, timeout)
 
     def call(self, fn: Callable[..., Any], *args: Any, timeout: float = 10.0) -> Any:
         """Call ``fn(*args)`` on the loop's thread (e.g. ``app.on_invoke``); return its result."""
@@ -219,6 +225,13 @@ class Live:
             conn.close()
 
 
+def loop_turns(loop: asyncio.AbstractEventLoop, count: int = 3, timeout: float = 10.0) -> None:
+    """Wait, from another thread, until ``loop`` has turned over ``count`` times (each a
+    task's step and one more turn, I/O polled in between)."""
+    for _ in range(count):
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(timeout)
+
+
 class Requests:
     """Counts requests as clients write them (pass ``sent`` as the callback), so a test can
     wait until every one is written."""
@@ -255,8 +268,7 @@ def release_once_joined(
     started one: a second would be held too, and fail the check)."""
     proxy.wait_in_flight(1, operation, timeout=timeout)
     requests.wait(count, timeout)
-    for _ in range(3):  # each a task's step and one more turn: the reads in the kernel are read
-        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(timeout)
+    loop_turns(loop, 3, timeout)
     held = proxy.in_flight(operation)
     assert held == 1, f"{held} {operation} requests held: want exactly one"
     proxy.release()
