@@ -277,6 +277,32 @@ def release_once_joined(
 _configs = itertools.count()
 
 
+def _run_in_thread(
+    loop: asyncio.AbstractEventLoop, server: Server
+) -> Tuple[threading.Thread, List[BaseException]]:
+    """Start ``server`` on ``loop`` in a new thread and run the loop there; the thread, and
+    the error the start raised if it failed (then the loop does not run)."""
+    started = threading.Event()
+    failure: List[BaseException] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(server.start())
+        except BaseException as exc:  # reported to the test by live_server
+            failure.append(exc)
+            started.set()
+            return
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="cachelayer-test-server", daemon=True)
+    thread.start()
+    if not started.wait(15):
+        raise RuntimeError("the test server neither started nor failed within 15 s")
+    return thread, failure
+
+
 @contextlib.contextmanager
 def live_server(
     endpoint: str,
@@ -310,24 +336,7 @@ def live_server(
     )
     server = Server(app, port=port, **server_args)
     loop = asyncio.new_event_loop()
-    started = threading.Event()
-    failure: List[BaseException] = []
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(server.start())
-        except BaseException as exc:  # reported to the test below
-            failure.append(exc)
-            started.set()
-            return
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, name="cachelayer-test-server", daemon=True)
-    thread.start()
-    if not started.wait(15):
-        raise RuntimeError("the test server neither started nor failed within 15 s")
+    thread, failure = _run_in_thread(loop, server)
     live = Live(app, server, loop, env)
     try:
         if failure:
