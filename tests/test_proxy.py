@@ -215,7 +215,9 @@ class TestHold:
 
     def test_wait_for_names_what_it_saw_when_it_times_out(self, proxy: UpstreamProxy) -> None:
         """Waiting for requests that never come raises TimeoutError saying how many came."""
-        with pytest.raises(TimeoutError, match="saw 0 of the 1 GetParameter"):
+        with pytest.raises(
+            TimeoutError, match="0 of the 1 GetParameter requests waited for were seen"
+        ):
             proxy.wait_for(1, "GetParameter", timeout=0.1)
 
 

@@ -365,15 +365,7 @@ class UpstreamProxy:
     ) -> int:
         """Block until ``count`` requests for ``operation`` (and ``service``) are in flight
         (held, delayed or being forwarded); their number then. Raises ``TimeoutError``."""
-        with self._moved:
-            if not self._moved.wait_for(
-                lambda: self._sum(self._active, operation, service) >= count, timeout
-            ):
-                raise TimeoutError(
-                    f"{self._sum(self._active, operation, service)} of the {count} "
-                    f"{operation or 'any'} requests waited for were in flight within {timeout:g}s"
-                )
-            return self._sum(self._active, operation, service)
+        return self._wait(self._active, "in flight", count, operation, service, timeout)
 
     def wait_for(
         self,
@@ -386,15 +378,26 @@ class UpstreamProxy:
         """Block until ``count`` requests for ``operation`` (and ``service``) have been seen
         (as ``count`` counts them); their number then. Raises ``TimeoutError`` (with what was
         seen) if that does not happen within ``timeout``."""
+        return self._wait(self._calls, "seen", count, operation, service, timeout)
+
+    def _wait(
+        self,
+        counts: Counter[Tuple[str, str]],
+        what: str,
+        count: int,
+        operation: Optional[str],
+        service: Optional[str],
+        timeout: float,
+    ) -> int:
         with self._moved:
             if not self._moved.wait_for(
-                lambda: self._sum(self._calls, operation, service) >= count, timeout
+                lambda: self._sum(counts, operation, service) >= count, timeout
             ):
                 raise TimeoutError(
-                    f"the proxy saw {self._sum(self._calls, operation, service)} of the "
-                    f"{count} {operation or 'any'} requests waited for within {timeout:g}s"
+                    f"{self._sum(counts, operation, service)} of the {count} "
+                    f"{operation or 'any'} requests waited for were {what} within {timeout:g}s"
                 )
-            return self._sum(self._calls, operation, service)
+            return self._sum(counts, operation, service)
 
     @property
     def calls(self) -> Dict[Tuple[str, str], int]:
