@@ -17,7 +17,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import boto3
 import pytest
@@ -27,6 +27,7 @@ from cachelayer.local.api import FunctionIdentity
 from cachelayer.testing.live import Live, ManualClock, live_server
 from cachelayer.testing.moto import aws_environment, free_port
 from cachelayer.testing.proxy import Fault, UpstreamProxy
+from cachelayer.testing.wire import parse_responses, read_until_closed, request_bytes
 
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
 
@@ -44,36 +45,7 @@ def serve(proxy: UpstreamProxy, tmp_path: Path, config: str = "", **kw: Any) -> 
 
 def raw_request(live: Live, path: str, token: Optional[str] = "", extra: str = "") -> bytes:
     """The bytes of one GET; ``token`` "" sends the right one, None sends none."""
-    tok = live.token if token == "" else token
-    line = f"{TOKEN_HEADER}: {tok}\r\n" if tok is not None else ""
-    return f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{line}{extra}\r\n".encode()
-
-
-def read_until_closed(sock: socket.socket, timeout: float = 10.0) -> bytes:
-    """Everything the server sends until it closes (or ``timeout`` passes: then what came)."""
-    sock.settimeout(timeout)
-    out = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except (socket.timeout, ConnectionResetError):
-            return out
-        if not chunk:
-            return out
-        out += chunk
-
-
-def responses(data: bytes) -> List[Tuple[int, Dict[str, str], bytes]]:
-    """Split a stream of Content-Length framed responses."""
-    out = []
-    while data:
-        head, _, rest = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        headers = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
-        n = int(headers.get("content-length", "0"))
-        out.append((int(lines[0].split()[1]), headers, rest[:n]))
-        data = rest[n:]
-    return out
+    return request_bytes(path, live.token if token == "" else token, extra)
 
 
 # -- 1. half-closed clients ---------------------------------------------------------------------
@@ -97,7 +69,7 @@ class TestHalfClosedClient:
             proxy.wait_in_flight(1, "GetParameter")
             live.turns()  # the end of the stream is read too
             proxy.release()
-            out = responses(read_until_closed(s))
+            out = parse_responses(read_until_closed(s))
         assert [(st, body) for st, _, body in out] == [(200, b"answered")]
 
     def test_pipelined_hit_and_misses_are_all_answered_in_order(
@@ -115,7 +87,7 @@ class TestHalfClosedClient:
                     )
                 )
                 s.shutdown(socket.SHUT_WR)
-                out = responses(read_until_closed(s))
+                out = parse_responses(read_until_closed(s))
         assert [(st, body[:4]) for st, _, body in out] == [
             (200, b"hot"),
             (200, b"cold"),
@@ -138,7 +110,7 @@ class TestConnectionSlots:
             socket.create_connection(("127.0.0.1", live.port)) as s,
         ):
             s.sendall(raw_request(live, "/-/health", token=token))
-            out = responses(read_until_closed(s, timeout=5))
+            out = parse_responses(read_until_closed(s, timeout=5))
         assert [(st, h.get("connection")) for st, h, _ in out] == [
             (401 if token is None else 403, "close")
         ]
@@ -173,7 +145,9 @@ class TestConnectionSlots:
                     try:
                         with socket.create_connection(("127.0.0.1", live.port), timeout=5) as s:
                             s.sendall(raw_request(live, "/-/health", token=None))
-                            refused.extend(st for st, _, _ in responses(read_until_closed(s, 5)))
+                            refused.extend(
+                                st for st, _, _ in parse_responses(read_until_closed(s, 5))
+                            )
                     except OSError:
                         pass
 

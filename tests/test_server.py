@@ -41,6 +41,12 @@ from cachelayer.testing.sample import (
     SAMPLE_SECRET_VALUE,
     seed_sample,
 )
+from cachelayer.testing.wire import (
+    parse_responses,
+    read_responses,
+    read_until_closed,
+    request_bytes,
+)
 
 TOKEN = "testing-session-token"  # AWS_SESSION_TOKEN of aws_environment()
 PARAM = f"/parameters?name={SAMPLE_PARAMETER}"
@@ -87,77 +93,12 @@ class Running:
         """Send ``data`` on a fresh connection; read until the server closes (or ``timeout``)."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
             s.sendall(data)
-            return read_all(s) if read_until_close else s.recv(65536)
+            return read_until_closed(s) if read_until_close else s.recv(65536)
 
 
-def read_all(s: socket.socket) -> bytes:
-    out = b""
-    while True:
-        try:
-            chunk = s.recv(65536)
-        except socket.timeout:
-            return out
-        if not chunk:
-            return out
-        out += chunk
-
-
-def _whole(data: bytes) -> int:
-    """How many whole (Content-Length framed) responses ``data`` starts with."""
-    count = 0
-    while True:
-        head, found, rest = data.partition(b"\r\n\r\n")
-        if not found:
-            return count
-        lines = head.decode("latin-1").split("\r\n")[1:]
-        n = next(
-            (
-                int(v)
-                for k, _, v in (x.partition(":") for x in lines)
-                if k.lower() == "content-length"
-            ),
-            0,
-        )
-        if len(rest) < n:
-            return count
-        count, data = count + 1, rest[n:]
-
-
-def read_responses(s: socket.socket, n: int) -> List[Tuple[int, Dict[str, str], bytes]]:
-    """Read from ``s`` until the server has sent ``n`` whole responses (each read bounded by
-    the socket's timeout): what a test waits for before its next write, instead of a pause."""
-    data = b""
-    while _whole(data) < n:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise AssertionError(f"closed after {_whole(data)} of {n} responses: {data!r}")
-        data += chunk
-    return parse_responses(data)
-
-
-def parse_responses(data: bytes) -> List[Tuple[int, Dict[str, str], bytes]]:
-    """Split a byte stream of HTTP/1.1 responses (Content-Length framed)."""
-    out = []
-    while data:
-        head, _, rest = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-        n = int(headers.get("content-length", "0"))
-        out.append((status, headers, rest[:n]))
-        data = rest[n:]
-    return out
-
-
-def request(
-    path: str,
-    token: Optional[str] = TOKEN,
-    extra: str = "",
-    version: str = "1.1",
-    method: str = "GET",
-) -> bytes:
-    tok = f"X-Aws-Parameters-Secrets-Token: {token}\r\n" if token is not None else ""
-    return f"{method} {path} HTTP/{version}\r\nHost: localhost\r\n{tok}{extra}\r\n".encode()
+def request(path: str, token: Optional[str] = TOKEN, **kw: str) -> bytes:
+    """One request's bytes, with this module's token unless told otherwise."""
+    return request_bytes(path, token, **kw)
 
 
 @contextlib.contextmanager
@@ -343,7 +284,7 @@ class TestAuth:
                 s.sendall(request(PARAM))
                 out += read_responses(s, 1)
             s.sendall(request(PARAM, token=TOKEN[:-1] + "X"))
-            out += parse_responses(read_all(s))  # answered, then closed
+            out += parse_responses(read_until_closed(s))  # answered, then closed
         assert [st for st, _, _ in out] == [200, 200, 200, 403]
 
     def test_remembered_bytes_after_a_partial_request_are_parsed(self, served: Running) -> None:
@@ -359,7 +300,7 @@ class TestAuth:
             s.sendall(request(PARAM) + b"GET /parameters?name=x HTTP/1.1\r\nHo")
             out += read_responses(s, 1)
             s.sendall(request(PARAM))
-            out += parse_responses(read_all(s))
+            out += parse_responses(read_until_closed(s))
         assert [st for st, _, _ in out] == [200, 200, 200, 200, 400]
 
     def test_forwarded_request_refused(self, served: Running) -> None:
@@ -482,7 +423,7 @@ class TestBadRequests:
                     s.sendall(b"a" * 8192)
             except OSError:
                 pass  # the server closed on us: that is the point
-            out = read_all(s)
+            out = read_until_closed(s)
         assert out.startswith(b"HTTP/1.1 431")
 
     def test_malformed_request(self, served: Running) -> None:
@@ -694,7 +635,7 @@ class TestBinding:
             pytest.skip("this host has no IPv6 loopback")
         with s:
             s.sendall(request(PARAM, extra="Connection: close\r\n"))
-            assert read_all(s).startswith(b"HTTP/1.1 200")
+            assert read_until_closed(s).startswith(b"HTTP/1.1 200")
 
     def test_refuses_non_loopback(self, served: Running) -> None:
         """Binding a wildcard or external address is refused."""
@@ -715,7 +656,7 @@ class TestConnectionBounds:
             out = parse_responses(running.raw(request("/-/health")))
             assert (out[0][0], json.loads(out[0][2])["error"]) == (503, "ServiceUnavailable")
             a.sendall(request("/-/health", extra="Connection: close\r\n"))
-            assert read_all(a).startswith(b"HTTP/1.1 200")
+            assert read_until_closed(a).startswith(b"HTTP/1.1 200")
             a.close()
             b.close()
 
@@ -747,6 +688,6 @@ class TestConnectionBounds:
             time.sleep(0.2)
             slow.sendall(b"Host: x\r\n")
             t0 = time.monotonic()
-            assert read_all(idle) == b""
-            assert read_all(slow).startswith(b"HTTP/1.1 408")
+            assert read_until_closed(idle) == b""
+            assert read_until_closed(slow).startswith(b"HTTP/1.1 408")
             assert time.monotonic() - t0 < 4
