@@ -22,12 +22,17 @@ from typing import Any, Dict, List, Optional
 import boto3
 import pytest
 
-from cachelayer.local import ApiServer, Sandbox
-from cachelayer.local.api import FunctionIdentity
+from cachelayer.local import ApiServer
 from cachelayer.testing.live import Live, ManualClock, live_server
 from cachelayer.testing.moto import aws_environment, free_port
 from cachelayer.testing.proxy import Fault, UpstreamProxy
-from cachelayer.testing.wire import parse_responses, read_until_closed, request_bytes
+from cachelayer.testing.wire import (
+    parse_responses,
+    read_until_closed,
+    request_bytes,
+    wait_listening,
+)
+from extension_helpers import deliver_shutdown, make_api, start_extension, wait_until
 
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
 
@@ -477,6 +482,11 @@ class TestPluginLoader:
         assert "parameters" in done.stdout  # the good ones are still listed
 
 
+def _nexts(api: ApiServer) -> int:
+    """How many /next calls the extensions have made (the caller may hold the sandbox's lock)."""
+    return sum(1 for _, kind, _ in api.sandbox.timeline if kind == "next")
+
+
 class TestHookIsolation:
     def test_raising_and_blocking_hooks_leave_the_extension_whole(
         self, site: Path, aws: str, tmp_path: Path
@@ -497,42 +507,30 @@ class TestHookIsolation:
             "CACHE_EXTENSION_CONFIG": str(empty_config(tmp_path)),
             "CACHE_EXTENSION_PORT": str(port),
         }
-        api = ApiServer(Sandbox(FunctionIdentity("fn", "$LATEST", "app.handler", "123456789012")))
+        api = make_api()
         api.start()
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "cachelayer.extension", "--name", "cachelayer"],
-                env={**os.environ, **with_site(site, env), "AWS_LAMBDA_RUNTIME_API": api.address},
-                stderr=subprocess.PIPE,
-                text=True,
+            proc = start_extension(api, with_site(site, env))
+            wait_until(
+                "the extension's /next",
+                lambda: api.sandbox.extensions and api.sandbox.extensions_idle(),
+                process=proc,
+                timeout=20,
             )
-            deadline = time.monotonic() + 20
-            while not (api.sandbox.extensions and api.sandbox.extensions_idle()):
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.05)
             with api.sandbox.cond:
-                nexts = [e for e in api.sandbox.timeline if e[1] == "next"]
+                nexts = _nexts(api)
                 api.sandbox.deliver_to_extensions({"eventType": "INVOKE", "requestId": "r1"})
             # Back in /next after the INVOKE: one more /next call, and nothing left to hand it.
-            while not (
-                api.sandbox.extensions_idle()
-                and len([e for e in api.sandbox.timeline if e[1] == "next"]) > len(nexts)
-            ):
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.05)
+            wait_until(
+                "the extension's /next after the INVOKE",
+                lambda: api.sandbox.extensions_idle() and _nexts(api) > nexts,
+                process=proc,
+            )
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             conn.request("GET", "/-/health", headers={TOKEN_HEADER: env["AWS_SESSION_TOKEN"]})
             assert conn.getresponse().status == 200
             conn.close()
-            started = time.monotonic()
-            with api.sandbox.cond:
-                api.sandbox.deliver_to_extensions(
-                    {
-                        "eventType": "SHUTDOWN",
-                        "deadlineMs": int(time.time() * 1000) + 2000,
-                        "shutdownReason": "spindown",
-                    }
-                )
+            started = deliver_shutdown(api, within=2.0)
             code = proc.wait(10)
             took = time.monotonic() - started
             err = proc.stderr.read() if proc.stderr else ""
@@ -571,14 +569,7 @@ class TestHookIsolation:
             text=True,
         )
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                assert proc.poll() is None and time.monotonic() < deadline
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
+            wait_listening(port, proc)
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(10)
             out = proc.stdout.read() if proc.stdout else ""
