@@ -17,7 +17,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import boto3
 import pytest
@@ -482,6 +482,24 @@ class TestPluginLoader:
         assert "parameters" in done.stdout  # the good ones are still listed
 
 
+def _with_raising_shutdown_hook(site: Path, aws: str, tmp_path: Path) -> Tuple[int, Dict[str, str]]:
+    """Install the plugin whose shutdown hook raises; a free port and the environment of a
+    cachelayer with an empty config on it."""
+    install(
+        site,
+        "cachelayer-hooks-two",
+        {"raisy": "raisy_plugin"},
+        {"raisy_plugin": RAISING_SHUTDOWN_MODULE},
+    )
+    port = free_port()
+    env = {
+        **aws_environment(aws),
+        "CACHE_EXTENSION_CONFIG": str(empty_config(tmp_path)),
+        "CACHE_EXTENSION_PORT": str(port),
+    }
+    return port, env
+
+
 def _nexts(api: ApiServer) -> int:
     """How many /next calls the extensions have made (the caller may hold the sandbox's lock)."""
     return sum(1 for _, kind, _ in api.sandbox.timeline if kind == "next")
@@ -495,18 +513,7 @@ class TestHookIsolation:
         with their plugin's name and the extension serves on; at SHUTDOWN one hook raises and
         another blocks, and the extension still exits 0 inside the 2 s deadline, stats logged."""
         install(site, "cachelayer-hooks", {"hooky": "hooky_plugin"}, {"hooky_plugin": HOOKS_MODULE})
-        install(
-            site,
-            "cachelayer-hooks-two",
-            {"raisy": "raisy_plugin"},
-            {"raisy_plugin": RAISING_SHUTDOWN_MODULE},
-        )
-        port = free_port()
-        env = {
-            **aws_environment(aws),
-            "CACHE_EXTENSION_CONFIG": str(empty_config(tmp_path)),
-            "CACHE_EXTENSION_PORT": str(port),
-        }
+        port, env = _with_raising_shutdown_hook(site, aws, tmp_path)
         api = make_api()
         api.start()
         try:
@@ -549,18 +556,7 @@ class TestHookIsolation:
     ) -> None:
         """``cachelayer serve`` on SIGTERM with a raising shutdown hook: closed, stats logged,
         exit 0 (it used to die non-zero without closing)."""
-        install(
-            site,
-            "cachelayer-hooks-two",
-            {"raisy": "raisy_plugin"},
-            {"raisy_plugin": RAISING_SHUTDOWN_MODULE},
-        )
-        port = free_port()
-        env = {
-            **aws_environment(aws),
-            "CACHE_EXTENSION_CONFIG": str(empty_config(tmp_path)),
-            "CACHE_EXTENSION_PORT": str(port),
-        }
+        port, env = _with_raising_shutdown_hook(site, aws, tmp_path)
         proc = subprocess.Popen(
             [sys.executable, "-m", "cachelayer", "serve"],
             env={**os.environ, **with_site(site, env)},
