@@ -30,7 +30,7 @@ from cachelayer.plugins import make_plugin_manager
 from cachelayer.server import Server
 from cachelayer.server.responses import status_for
 from cachelayer.testing.clock import ManualClock
-from cachelayer.testing.live import Requests, release_once_joined
+from cachelayer.testing.live import Requests, loop_turns, release_once_joined
 from cachelayer.testing.moto import aws_environment
 from cachelayer.testing.proxy import Fault, UpstreamProxy
 from cachelayer.testing.sample import (
@@ -685,7 +685,7 @@ class TestConnectionBounds:
             socket.create_connection(("127.0.0.1", running.port), timeout=5) as slow,
         ):
             slow.sendall(b"GET /-/health HTTP/1.1\r\n")
-            time.sleep(0.2)
+            loop_turns(running.loop)  # the first part is read: the rest comes on its own
             slow.sendall(b"Host: x\r\n")
             t0 = time.monotonic()
             assert read_until_closed(idle) == b""

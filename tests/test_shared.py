@@ -387,6 +387,9 @@ class TestNeverWorse:
             ssm.put_parameter(Name=f"p{i}", Value=f"v{i}", Type="String")
         config = shared_config(redis.url, breaker_failures=2, breaker_cooldown="1s")
         a, b = serve(config), serve(config)
+        clock = ManualClock()
+        assert a.app.cache.shared is not None
+        a.app.cache.shared.breaker.clock = clock  # the cool-down passes when told to
         assert a.get("/parameters?name=p0").status == 200
         redis.stop()
         replies = [a.get(f"/parameters?name=p{i}") for i in range(1, 11)]
@@ -394,8 +397,10 @@ class TestNeverWorse:
         errors = a.stats()["parameters"]["shared_errors"]
         assert 2 <= errors <= 4  # the breaker opened after 2 failures (a probe or so more)
         redis.start()
-        time.sleep(1.1)
+        assert a.app.cache.shared.breaker.state == "open"
+        clock.advance(1.1)
         assert a.get("/parameters?name=p11").text == "v11"  # the probe succeeds: used again
+        assert a.app.cache.shared.breaker.state == "closed"
         before = proxy.count("GetParameter")
         assert b.get("/parameters?name=p11").text == "v11"
         assert proxy.count("GetParameter") == before

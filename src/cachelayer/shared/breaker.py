@@ -13,12 +13,13 @@ class CircuitBreaker:
     ``cooldown`` seconds; then one caller is let through as a probe (half-open), whose success
     closes it and whose failure opens it again. Nothing runs on a timer: the state moves only
     when a caller asks, which is what a Lambda environment (frozen between invocations) needs.
+    ``clock`` (monotonic seconds) may be replaced, e.g. by a test's manual clock.
     """
 
     def __init__(self, failures: int, cooldown: float, clock: Callable[[], float]) -> None:
         self._failures = failures
         self._cooldown = cooldown
-        self._clock = clock
+        self.clock = clock
         self._lock = threading.Lock()
         self._consecutive = 0
         self._open_until = 0.0
@@ -29,7 +30,7 @@ class CircuitBreaker:
         """``closed``, ``open`` or ``half-open``."""
         if self._consecutive < self._failures:
             return "closed"
-        if self._probing or self._clock() >= self._open_until:
+        if self._probing or self.clock() >= self._open_until:
             return "half-open"
         return "open"
 
@@ -39,7 +40,7 @@ class CircuitBreaker:
         with self._lock:
             if self._consecutive < self._failures:
                 return True
-            if self._probing or self._clock() < self._open_until:
+            if self._probing or self.clock() < self._open_until:
                 return False
             self._probing = True
             return True
@@ -58,6 +59,6 @@ class CircuitBreaker:
             self._consecutive += 1
             self._probing = False
             if self._consecutive >= self._failures:
-                self._open_until = self._clock() + self._cooldown
+                self._open_until = self.clock() + self._cooldown
                 return self._consecutive == self._failures
             return False
