@@ -22,6 +22,7 @@ from cachelayer.errors import ConfigError, PluginError
 from cachelayer.provider import Duration
 from cachelayer.shared.settings import ENV as SHARED_ENV
 from cachelayer.shared.settings import SharedConfig, SharedSettings, resolve_shared
+from cachelayer.units import ByteSize, Ratio
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -62,18 +63,6 @@ KNOWN_ENV: Tuple[str, ...] = (
 """Every ``CACHE_EXTENSION_*`` variable the extension reads; any other one draws a warning."""
 
 _PREFIX = "CACHE_EXTENSION_"
-
-
-class ByteSize(int):
-    """A size in bytes, written in config as an integer or with a unit (``64MiB``, ``512KB``).
-
-    KB/MB/GB/TB are powers of 1000 and KiB/MiB/GiB/TiB powers of 1024, as the SI and IEC
-    standards define them; units are case-insensitive.
-    """
-
-
-class Ratio(float):
-    """A fraction from 0 to 1, written in config as ``0.2`` or as a percentage string ``20%``."""
 
 
 _TAG = "tag:yaml.org,2002:"
@@ -1092,12 +1081,14 @@ def load_settings(
     port: Optional[int] = None,
     broken: Mapping[str, str] = {},
     disabled: Mapping[str, str] = {},
+    ttl_variables: Mapping[str, str] = {},
 ) -> Settings:
     """Resolve the settings from the environment, the config file and the command line.
 
     ``schemas`` maps each installed provider's section to its ``config_schema``; ``broken``
     maps a section to the load error of a broken plugin of that name, ``disabled`` a section
-    to why its installed plugin was filtered out. Raises ``ConfigError``
+    to why its installed plugin was filtered out, ``ttl_variables`` each provider-declared TTL
+    variable (``SSM_PARAMETER_STORE_TTL``) to its section. Raises ``ConfigError``
     (naming the file and line, or the variable) for anything invalid.
     """
     if "cache" in schemas:
@@ -1226,10 +1217,7 @@ def load_settings(
         )
 
     env_ttl: Dict[str, float] = {}
-    for name, section in (
-        ("SSM_PARAMETER_STORE_TTL", "parameters"),
-        ("SECRETS_MANAGER_TTL", "secrets"),
-    ):
+    for name, section in ttl_variables.items():
         if name in environ:
             env_ttl[section] = float(_env_whole(name, environ[name], "TTL", "seconds", 300))
 
