@@ -223,7 +223,10 @@ class Server:
 
     def make_room(self, conn: HttpConnection) -> bool:
         """Close the oldest pending connection other than ``conn`` to make room for it;
-        False when every other connection has authenticated."""
+        False when every other connection has authenticated. No one is closed when the
+        connections that made ``conn`` over the limit have gone since."""
+        if len(self._connections) <= self.max_connections:
+            return True
         return self._displace(conn)
 
     def _displace(self, keep: HttpConnection) -> bool:
