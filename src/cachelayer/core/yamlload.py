@@ -40,6 +40,9 @@ USE_LIBYAML: bool = bool(getattr(yaml, "__with_libyaml__", False))
 # PyYAML's own check of every character (its Reader runs it on the whole text first): a text
 # it would refuse goes straight to the pure-Python loader, whose error names the character.
 _NON_PRINTABLE: re.Pattern[str] = yaml.reader.Reader.NON_PRINTABLE
+# Texts PyYAML reads differently from libyaml: tabs (PyYAML refuses them in many places
+# libyaml allows) and a byte-order mark (PyYAML counts it in the marks' index).
+_PURE_ONLY = re.compile("[\t\ufeff]")
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,12 +73,28 @@ class _BoundedLoader(_BoundedComposer, yaml.SafeLoader):
     """PyYAML's pure-Python SafeLoader, nesting bounded; it checks every character first."""
 
 
+class _Unlike(Exception):
+    """libyaml accepted what PyYAML's scanner refuses (or would read differently): PyYAML reads
+    the file instead, so that nothing changes for the user."""
+
+
+# PyYAML's extra rule for plain scalars in flow context: they end at ',', '?', '[', ']', '{',
+# '}' and at ':' before one of those or the end; and one cannot start with '?' or ':'.
+_FLOW_PLAIN = re.compile(r"[,?\[\]{}]|:(?:[,\[\]{}]|$)|^[?:]")
+
+
 if USE_LIBYAML:
     from yaml._yaml import CParser
 
     class _LibyamlLoader(_BoundedComposer, CParser, SafeConstructor, Resolver):
         """libyaml's parser (C, several times faster) under the same bounded composer in
-        Python; libyaml's own composer recurses in C without a bound, so it is not used."""
+        Python; libyaml's own composer recurses in C without a bound, so it is not used.
+
+        Where libyaml's scanner is more lenient than PyYAML's (plain scalars in flow context,
+        tags), the composer raises ``_Unlike`` and PyYAML reads the text instead.
+        """
+
+        _flow = 0  # how many flow collections ([...] or {...}) enclose the node
 
         def __init__(self, stream: str) -> None:
             CParser.__init__(self, stream)
@@ -84,9 +103,52 @@ if USE_LIBYAML:
             Resolver.__init__(self)
 
         def compose_scalar_node(self, anchor: Any) -> ScalarNode:
+            event = self.peek_event()
+            if event.tag not in (None, "!"):
+                raise _Unlike()
+            if (
+                self._flow
+                and not event.style
+                and (not event.value or _FLOW_PLAIN.search(event.value))
+            ):
+                raise _Unlike()  # (and an empty value in flow context: its mark differs)
             node: ScalarNode = super().compose_scalar_node(anchor)
             node.style = node.style or None  # libyaml says '' for plain, PyYAML None
             return node
+
+        def compose_node(self, parent: Optional[Node], index: Any) -> Optional[Node]:
+            node = super().compose_node(parent, index)
+            if (
+                isinstance(node, SequenceNode)
+                and node.flow_style is False
+                and isinstance(parent, MappingNode)
+                and node.start_mark.column == parent.start_mark.column
+            ):
+                node.flow_style = None  # PyYAML's mark of a "- " list not indented under its key
+            return node
+
+        def compose_sequence_node(self, anchor: Any) -> SequenceNode:
+            flow = self._enter(self.peek_event())
+            try:
+                node: SequenceNode = super().compose_sequence_node(anchor)
+                return node
+            finally:
+                self._flow -= flow
+
+        def compose_mapping_node(self, anchor: Any) -> MappingNode:
+            flow = self._enter(self.peek_event())
+            try:
+                node: MappingNode = super().compose_mapping_node(anchor)
+                return node
+            finally:
+                self._flow -= flow
+
+        def _enter(self, event: Any) -> int:
+            if event.tag not in (None, "!"):
+                raise _Unlike()
+            flow = 1 if event.flow_style else 0
+            self._flow += flow
+            return flow
 
 
 class _BadEscape(ValueError):
@@ -127,11 +189,16 @@ def compose(text: str) -> Optional[Node]:
     line) reads exactly as PyYAML's: raises PyYAML's errors, ``_TooDeep``, or ``_BadEscape``
     (a ValueError) for an escape beyond Unicode.
     """
-    if USE_LIBYAML and _NON_PRINTABLE.search(text) is None:
+    if (
+        USE_LIBYAML
+        and text.endswith("\n")  # else marks at the end differ: libyaml adds a line break
+        and _NON_PRINTABLE.search(text) is None
+        and _PURE_ONLY.search(text) is None
+    ):
         try:
             return _compose_libyaml(text)
-        except (yaml.YAMLError, ValueError, OverflowError):
-            pass  # parsed again below, for PyYAML's own message
+        except (yaml.YAMLError, ValueError, OverflowError, _Unlike):
+            pass  # parsed again below, for PyYAML's own message (or its own reading)
     return _compose_pure(text)
 
 
