@@ -103,7 +103,7 @@ if USE_LIBYAML:
             Resolver.__init__(self)
 
         def compose_scalar_node(self, anchor: Any) -> ScalarNode:
-            event = self.peek_event()
+            event: Any = self.peek_event()  # a ScalarEvent: the composer checked
             if event.tag not in (None, "!"):
                 raise _Unlike()
             if (
