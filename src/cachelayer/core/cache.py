@@ -16,17 +16,7 @@ import logging
 import random
 import time
 from concurrent.futures import Executor
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    Callable,
-    Dict,
-    Iterable,
-    Optional,
-    Sequence,
-    Set,
-    Tuple,
-)
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional, Sequence, Set, Tuple
 
 from cachelayer.core import prefetch as _prefetch
 from cachelayer.core.calls import Workers, current_loop, current_route, nested_read, uncounted
@@ -118,6 +108,9 @@ class Cache:
         self._inflight: Dict[Key, asyncio.Future[Lookup]] = {}
         self._background: Set[asyncio.Task[Any]] = set()
         self._watched: Set[asyncio.Future[Lookup]] = set()  # fetches no reader waits for
+        self._parts = _prefetch.CacheParts(
+            self._inflight, self._workers, self._table, self._stats, shared, policy, clock
+        )
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -408,7 +401,7 @@ class Cache:
         Failures are logged per item and reported; those items are fetched again on demand.
         A read of one of them arriving meanwhile joins the batch instead of calling upstream.
         """
-        return await _prefetch.prefetch(self, provider, items)
+        return await _prefetch.prefetch(self._parts, provider, items)
 
     # -- operations ------------------------------------------------------------------------
 

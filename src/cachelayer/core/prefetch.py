@@ -6,25 +6,42 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from cachelayer.core.entries import Key, Lookup, PrefetchReport, copy_error
+import attrs
+
+from cachelayer.core.calls import Workers
+from cachelayer.core.entries import CachePolicy, Key, Lookup, PrefetchReport, RouteStats, copy_error
+from cachelayer.core.lru import EntryTable
 from cachelayer.errors import CachelayerError, NotFoundError, ThrottlingError, TransientError
 from cachelayer.provider import Item, Provider, SupportsFetchMany, Value
 
 if TYPE_CHECKING:
-    from cachelayer.core.cache import Cache
+    from cachelayer.shared.tier import SharedTier
 
-__all__ = ["prefetch"]
+__all__ = ["CacheParts", "prefetch"]
 
 log = logging.getLogger("cachelayer.cache")
 
 Result = Union[Value, Exception]
 
 
-async def prefetch(cache: Cache, provider: Provider, items: Sequence[Item]) -> PrefetchReport:
-    """Fetch ``items`` into ``cache`` (see ``Cache.prefetch``); a part of the cache, it works on
-    the cache's own entries and fetches in flight."""
+@attrs.frozen
+class CacheParts:
+    """The parts of a ``Cache`` the prefetch works on: its fetches in flight by key (which
+    reads join), its worker threads, its entries, its counters, its shared tier."""
+
+    inflight: Dict[Key, asyncio.Future[Lookup]]
+    workers: Workers
+    table: EntryTable
+    stats: Dict[str, RouteStats]
+    shared: Optional[SharedTier]
+    policy: CachePolicy
+    clock: Callable[[], float]
+
+
+async def prefetch(cache: CacheParts, provider: Provider, items: Sequence[Item]) -> PrefetchReport:
+    """Fetch ``items`` into the cache (see ``Cache.prefetch``)."""
     batch = _Batch(cache, provider, items)
     try:
         return await batch.run(items)
@@ -35,7 +52,7 @@ async def prefetch(cache: Cache, provider: Provider, items: Sequence[Item]) -> P
 class _Batch:
     """One provider's prefetch: the keys it holds in flight, and what it got for each item."""
 
-    def __init__(self, cache: Cache, provider: Provider, items: Sequence[Item]) -> None:
+    def __init__(self, cache: CacheParts, provider: Provider, items: Sequence[Item]) -> None:
         self.cache = cache
         self.provider = provider
         self.started = time.monotonic()
@@ -43,7 +60,7 @@ class _Batch:
         # A read of a prefetched item arriving now joins this batch instead of making its own
         # upstream call: its key is in flight until the batch has answered.
         loop = asyncio.get_running_loop()
-        inflight = cache._inflight
+        inflight = cache.inflight
         self.joined: Dict[Key, asyncio.Future[Lookup]] = {}
         for item in items:
             if item.key not in inflight:
@@ -56,7 +73,7 @@ class _Batch:
         await self._fetch(items)
         fetched, failed, to_share = self._settle(items)
         if cache.shared is not None and (to_share or lease is not None):
-            await cache._workers.run_shared(
+            await cache.workers.run_shared(
                 cache.shared.prefetch_store,
                 route,
                 to_share,
@@ -67,7 +84,7 @@ class _Batch:
 
     def release(self) -> None:
         """Whatever happened, no key stays in flight and no joined read waits forever."""
-        inflight = self.cache._inflight
+        inflight = self.cache.inflight
         for key, future in self.joined.items():
             if inflight.get(key) is future:
                 del inflight[key]
@@ -83,8 +100,8 @@ class _Batch:
     def _waiter(self, item: Item) -> Optional[asyncio.Future[Lookup]]:
         """The joined reads' future of ``item``, no longer in flight."""
         waiter = self.joined.pop(item.key, None)
-        if waiter is not None and self.cache._inflight.get(item.key) is waiter:
-            del self.cache._inflight[item.key]
+        if waiter is not None and self.cache.inflight.get(item.key) is waiter:
+            del self.cache.inflight[item.key]
         return waiter
 
     async def _from_shared(
@@ -95,11 +112,11 @@ class _Batch:
         cache = self.cache
         if cache.shared is None or not items:
             return 0, None, items
-        found, lease = await cache._workers.run_shared(
-            cache.shared.prefetch_lookup, route, list(items), cache._table.ttl
+        found, lease = await cache.workers.run_shared(
+            cache.shared.prefetch_lookup, route, list(items), cache.table.ttl
         )
         for item, fetched in found.items():
-            lookup = cache._table.store(
+            lookup = cache.table.store(
                 self.provider, item, fetched.value, fetched.age, fetched.remaining
             )
             waiter = self._waiter(item)
@@ -109,7 +126,7 @@ class _Batch:
 
     async def _fetch(self, items: Sequence[Item]) -> None:
         """Everything into ``results``: one batch call, then one call per item it missed."""
-        provider, run, results = self.provider, self.cache._workers.run, self.results
+        provider, run, results = self.provider, self.cache.workers.run, self.results
         if items and isinstance(provider, SupportsFetchMany):
             try:
                 results.update(await run(provider.fetch_many, items[0].route, list(items)))
@@ -146,8 +163,8 @@ class _Batch:
             result = self.results.get(item)
             waiter = self._waiter(item)
             if isinstance(result, Value):
-                lookup = cache._table.store(self.provider, item, result)
-                to_share.append((item, result, cache._table.ttl(item)))
+                lookup = cache.table.store(self.provider, item, result)
+                to_share.append((item, result, cache.table.ttl(item)))
                 if waiter is not None:
                     waiter.set_result(lookup)
                 fetched += 1
@@ -161,11 +178,11 @@ class _Batch:
         """Count and log an item the prefetch could not get; the reason, for the report."""
         cache = self.cache
         if isinstance(result, NotFoundError):
-            cache._table.remember_not_found(self.provider, item, copy_error(result), cache._clock())
+            cache.table.remember_not_found(self.provider, item, copy_error(result), cache.clock())
         else:
-            cache._stats[item.route].upstream_errors += 1
+            cache.stats[item.route].upstream_errors += 1
             if isinstance(result, ThrottlingError):
-                cache._stats[item.route].throttles += 1
+                cache.stats[item.route].throttles += 1
         if waiter is not None:
             error = (
                 result
