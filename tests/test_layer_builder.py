@@ -279,6 +279,28 @@ class TestBuiltLayer:
                 code = marshal.loads(data[16:])
                 assert code.co_filename == "/opt/" + source
 
+    def test_attrs_methods_come_compiled_with_the_layer(self, host_layer: Dict[str, Any]) -> None:
+        """The layer ships attrs' generated methods compiled for its Python (a read-only /opt
+        could never cache them): the extension's startup imports from the layer compile none."""
+        tag = sys.implementation.cache_tag
+        site = host_layer["dir"] / "cachelayer"
+        assert (site / "cachelayer" / "__pycache__" / f"attrs-methods.{tag}.marshal").is_file()
+        assert "classes' methods compiled ahead" in host_layer["err"] + host_layer["out"]
+        startup = (
+            "import sys; sys.path.insert(0, sys.argv[1]); from cachelayer import attrs_cache; "
+            "c = attrs_cache.install(); import cachelayer.extension, cachelayer.core.app, "
+            "cachelayer.server; from cachelayer import plugins; plugins.discover(); "
+            "print(c.hits, c.compiled)"
+        )
+        done = subprocess.run(
+            [sys.executable, "-I", "-S", "-B", "-c", startup, str(site)],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        hits, compiled = map(int, done.stdout.split())
+        assert hits >= 40 and compiled == 0
+
     def test_layout_modes_and_private_packages(self, host_layer: Dict[str, Any]) -> None:
         """The zip holds an executable extensions/cachelayer and packages under cachelayer/ only."""
         with zipfile.ZipFile(host_layer["zip"]) as zf:

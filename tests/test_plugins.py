@@ -130,20 +130,28 @@ class TestDiscovery:
         entry point (the dev venv holds ~100 distributions; startup pays for each scan)."""
         from importlib import metadata
 
+        from cachelayer import entrypoints, plugins
+
         names = [site.module_name(n) for n in ("scan_a", "scan_b", "scan_c")]
         for name in names:
             site.good(f"cachelayer-{name}", name, name)
-        scans: List[int] = []
-        real = metadata.distributions
+        scans: List[str] = []
+        real = entrypoints.entry_points
 
-        def counting(**kwargs: Any) -> Iterable[metadata.Distribution]:
-            scans.append(1)
-            return real(**kwargs)
+        def counting(group: str, path: Any = None) -> List[entrypoints.EntryPoint]:
+            scans.append(group)
+            return real(group, path)
 
-        monkeypatch.setattr(metadata, "distributions", counting)
+        def importlib_scan(**kwargs: Any) -> Iterable[metadata.Distribution]:
+            scans.append("importlib.metadata")
+            return []
+
+        monkeypatch.setattr(plugins, "entry_points", counting)
+        # The venv's directories are plain: cachelayer.entrypoints reads them itself.
+        monkeypatch.setattr(metadata, "distributions", importlib_scan)
         pm = make_plugin_manager()
         assert load_plugins(pm, allow=names) == []
-        assert len(scans) == 1
+        assert scans == ["cachelayer"]
         registry = collect_providers(pm)
         assert sorted(registry.names()) == sorted(names)
         assert {registry.by_name[n].distribution for n in names} == {

@@ -187,6 +187,8 @@ class TestStandaloneBuild:
         stdlib = "cachelayer/python-runtime/lib/python3.11/"
         assert stdlib + "os.pyc" in names and stdlib + "os.py" not in names
         assert "cachelayer/cachelayer/__pycache__/extension.cpython-311.pyc" in names
+        # attrs' generated methods, compiled by the bundled interpreter (cachelayer.attrs_cache)
+        assert "cachelayer/cachelayer/__pycache__/attrs-methods.cpython-311.marshal" in names
 
     @pytest.mark.slow
     def test_same_inputs_give_the_same_bytes(

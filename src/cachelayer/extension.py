@@ -157,8 +157,11 @@ async def serve(client: ExtensionsClient, environ: Mapping[str, str]) -> int:
     serve until SHUTDOWN."""
     import asyncio
 
+    from cachelayer import attrs_cache
     from cachelayer.errors import ConfigError, PluginError
 
+    # Before the first attrs class: their methods come compiled from the cache (see there).
+    methods = attrs_cache.install()
     try:
         from cachelayer.core.app import Application
 
@@ -214,6 +217,11 @@ async def serve(client: ExtensionsClient, environ: Mapping[str, str]) -> int:
     # no full collection walks them during the first requests (see main()).
     gc.freeze()
     gc.enable()
+    if methods is not None:
+        log.debug(
+            "attrs methods: %d classes from the cache, %d compiled", methods.hits, methods.compiled
+        )
+        methods.save()  # only where bytecode may be written (not a layer: see attrs_cache)
     if not stopped:
         pump.start()
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import re
 import weakref
-from importlib import metadata
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import attrs
 import pluggy
 
 from cachelayer import hookspecs
+from cachelayer.entrypoints import EntryPoint, entry_points
 from cachelayer.errors import PluginError
 from cachelayer.provider import Provider
 
@@ -35,7 +35,7 @@ def filter_warnings(allow: Optional[Iterable[str]], deny: Iterable[str]) -> List
     deny = list(deny)
     if not allow and not deny:  # nothing to check: no scan of the installed distributions
         return []
-    installed = {canonical_name(ep.name) for ep in metadata.entry_points(group=GROUP)}
+    installed = {canonical_name(ep.name) for ep in entry_points(GROUP)}
     warnings = []
     for variable, names in (
         ("CACHE_EXTENSION_PLUGINS", allow),
@@ -119,8 +119,8 @@ def load_plugins(
     allowed = {canonical_name(n) for n in allow} if allow is not None else None
     denied = {canonical_name(n) for n in deny}
     broken: List[BrokenPlugin] = []
-    seen: Dict[str, metadata.EntryPoint] = {}
-    for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
+    seen: Dict[str, EntryPoint] = {}
+    for ep in sorted(entry_points(GROUP), key=lambda e: e.name):
         first = seen.get(ep.name)
         if first is not None:
             name = canonical_name(ep.name)
@@ -161,12 +161,12 @@ def load_plugins(
     return broken
 
 
-def _dist_key(ep: metadata.EntryPoint) -> str:
+def _dist_key(ep: EntryPoint) -> str:
     name = ep.dist.name if ep.dist is not None else "?"
     return re.sub(r"[-_.]+", "-", name).lower()  # PEP 503 normalisation
 
 
-def _dist_label(ep: metadata.EntryPoint) -> str:
+def _dist_label(ep: EntryPoint) -> str:
     if ep.dist is None:
         return "an unknown distribution"
     return f"distribution {ep.dist.name!r} {ep.dist.version}"
@@ -183,7 +183,7 @@ def _distribution_of(pm: pluggy.PluginManager, plugin: object) -> Tuple[str, str
         if p is plugin:
             if found is None:
                 return "?", ""
-            return found.metadata["name"], found.version
+            return found.name, found.version
     for p, dist in pm.list_plugin_distinfo():
         if p is plugin:
             return dist.metadata["name"], dist.version

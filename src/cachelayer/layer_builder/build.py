@@ -301,6 +301,7 @@ class LayerBuilder:
             )
             bundle.compile_stdlib()
             bundle.compile_packages()
+            self._progress(bundle.warm_attrs_cache())
         count = runtime_bundle.check_elf_files(stage, ELF_MACHINES[bundle.arch])
         libraries = sorted(p.name for p in bundle.lib.iterdir() if p.is_file())
         self._progress(
@@ -342,6 +343,7 @@ class LayerBuilder:
             return
         self._progress(f"      bytecode: compiling for {request.target.runtime} with {interpreter}")
         bytecode.compile_tree(stage, site, interpreter, self._environ)
+        self._progress(bytecode.warm_attrs_cache(site, interpreter, self._environ))
 
     def _check_inputs(self, request: BuildRequest) -> None:
         offered = set(metadata.metadata(OWN_DISTRIBUTION).get_all("Provides-Extra") or [])

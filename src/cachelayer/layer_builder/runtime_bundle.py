@@ -697,6 +697,17 @@ class RuntimeBundle:
             full_stdlib=True,
         )
 
+    def warm_attrs_cache(self) -> str:
+        """Write the layer's attrs code cache with the bundled interpreter (see
+        ``bytecode.warm_attrs_cache``); returns the build's progress line."""
+        from cachelayer.layer_builder.bytecode import WARM_ATTRS_SCRIPT, attrs_cache_outcome
+
+        try:
+            out = self.run(["-c", WARM_ATTRS_SCRIPT, str(self.site)], what="warming attrs' cache")
+        except LayerBuildError as exc:
+            return attrs_cache_outcome(1, "", str(exc))
+        return attrs_cache_outcome(0, out, "")
+
 
 def _tree_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())

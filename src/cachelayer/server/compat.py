@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import datetime
 import functools
-import importlib.resources
 import json
 import math
 import re
@@ -288,4 +287,6 @@ def render_date(value: Any) -> Optional[str]:
 def openapi_bytes() -> bytes:
     """The OpenAPI 3.1 document of the whole HTTP surface (package data), for
     ``GET /-/openapi.json``."""
+    import importlib.resources  # ~10 ms of imports (tempfile, zipfile...): not on the way to ready
+
     return importlib.resources.files("cachelayer").joinpath("openapi.json").read_bytes()
