@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Any, Protocol, TypeVar
+from typing import Any, Mapping, Protocol, Type, TypeVar
 
-from cachelayer import Provider, ProviderContext
+from cachelayer import Item, Provider, ProviderContext
 from cachelayer.aws import ClientFactory
 from cachelayer.awsjson import JsonClientFactory
 from cachelayer.plugins import collect_providers, load_plugins, make_plugin_manager
@@ -14,36 +14,47 @@ from cachelayer.plugins import collect_providers, load_plugins, make_plugin_mana
 REGION = "us-west-2"
 
 
-class Configurable(Protocol):
-    def configure(self, config: Any, context: ProviderContext) -> None: ...
+class Buildable(Protocol):
+    @classmethod
+    def from_config(cls, config: Any, context: ProviderContext) -> Any: ...
 
 
-P = TypeVar("P", bound=Configurable)
+P = TypeVar("P", bound=Buildable)
 
 
-def configured(provider: P, config: Any = None, **factory: Any) -> P:
-    """``provider`` configured with ``config`` and fresh client factories (one attempt, fast),
-    reading the environment as it is now; ``factory`` goes to both ``JsonClientFactory`` (what
-    the built-in providers use) and the boto3 ``ClientFactory``."""
+def context(**factory: Any) -> ProviderContext:
+    """A context with fresh client factories (one attempt, fast), reading the environment as
+    it is now; ``factory`` goes to both ``JsonClientFactory`` (what the built-in providers use)
+    and the boto3 ``ClientFactory``."""
     factory.setdefault("max_attempts", 1)
-    provider.configure(
-        config,
-        ProviderContext(
-            client=ClientFactory(default_region=REGION, **factory),
-            default_region=REGION,
-            json_client=JsonClientFactory.from_environment(default_region=REGION, **factory),
-        ),
+    return ProviderContext(
+        client=ClientFactory(default_region=REGION, **factory),
+        default_region=REGION,
+        json_client=JsonClientFactory.from_environment(default_region=REGION, **factory),
     )
+
+
+def configured(provider_type: Type[P], config: Any = None, **factory: Any) -> P:
+    """A ``provider_type`` built from ``config`` with ``context(**factory)``."""
+    provider: P = provider_type.from_config(config, context(**factory))
     return provider
 
 
-def entry_point_provider(plugin: str, route: str) -> Provider:
-    """The provider on ``route`` once the ``plugin`` entry point is loaded as the core loads it;
-    fails if the plugin is broken."""
+def entry_point_provider(plugin: str, route: str) -> Type[Provider]:
+    """The provider type on ``route`` once the ``plugin`` entry point is loaded as the core
+    loads it; fails if the plugin is broken."""
     pm = make_plugin_manager()
     broken = load_plugins(pm, allow=[plugin])
     assert broken == []
-    return collect_providers(pm, broken).by_route[route].provider
+    return collect_providers(pm, broken).by_route[route].provider_type
+
+
+def routed(provider: Provider, name: str, params: Mapping[str, str]) -> Item:
+    """``provider``'s Item for a request ``GET /<route>?name=<name>&<params>``, through the
+    core's router (which refuses the query parameters the provider does not declare)."""
+    from cachelayer.core.router import Router
+
+    return Router({provider.route: provider}).resolve(provider.route, {"name": name, **params})[1]
 
 
 def assert_imports_without_boto3(module: str) -> None:

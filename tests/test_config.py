@@ -120,6 +120,10 @@ def kinds(text: str) -> Kinds:
     return structure(node(text), Kinds, source="t.yaml", path="")
 
 
+# What the built-in providers declare (ttl_environment_variable), as the app passes it.
+AWS_TTL_VARIABLES = {"SSM_PARAMETER_STORE_TTL": "parameters", "SECRETS_MANAGER_TTL": "secrets"}
+
+
 def write(tmp_path: Path, text: str, name: str = "config.yaml") -> str:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
@@ -923,6 +927,7 @@ class TestEnvironment:
                 "SECRETS_MANAGER_TTL": "900",
                 "CACHE_EXTENSION_TTL": "10m",
             },
+            ttl_variables=AWS_TTL_VARIABLES,
         )
         assert s.env_ttl == {"parameters": 0.0, "secrets": 900.0}
         assert s.ttl_for("parameters") == 0.0
@@ -934,7 +939,7 @@ class TestEnvironment:
     def test_bad_aws_ttl(self, tmp_path: Path, var: str, raw: str) -> None:
         """AWS's TTL variables take whole seconds; anything else is an error naming the variable."""
         with pytest.raises(ConfigError, match="whole number of seconds") as info:
-            settings(tmp_path, environ={var: raw})
+            settings(tmp_path, environ={var: raw}, ttl_variables=AWS_TTL_VARIABLES)
         assert info.value.source == var
 
     def test_aws_cache_size(self, tmp_path: Path) -> None:

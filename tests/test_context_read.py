@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, ClassVar, List, Mapping, Sequence, Tuple
 
 import attrs
 import pytest
@@ -21,15 +21,16 @@ from cachelayer.plugins import make_plugin_manager
 class Upstream:
     """A source of one value, counting its fetches (slow enough for reads to overlap)."""
 
-    name: str = "upstream"
-    route: str = "upstream"
-    services: Tuple[str, ...] = ()
-    config_schema: Any = None
+    name: ClassVar[str] = "upstream"
+    route: ClassVar[str] = "upstream"
+    services: ClassVar[Tuple[str, ...]] = ()
+    config_schema: ClassVar[Any] = None
     fetches: List[str] = attrs.Factory(list)
     _lock: threading.Lock = attrs.Factory(threading.Lock)
 
-    def configure(self, config: Any, context: ProviderContext) -> None:
-        pass
+    @classmethod
+    def from_config(cls, config: Any, context: ProviderContext) -> Upstream:
+        return cls()
 
     def declared(self) -> Sequence[Item]:
         return []
@@ -46,18 +47,19 @@ class Upstream:
         return Value(b"secret-" + item.name.encode())
 
 
-@attrs.define(eq=False)
+@attrs.frozen
 class Dependent:
     """Builds its value from the upstream one, read through ``context.read``."""
 
-    name: str = "dependent"
-    route: str = "dependent"
-    services: Tuple[str, ...] = ()
-    config_schema: Any = None
-    _context: Optional[ProviderContext] = None
+    name: ClassVar[str] = "dependent"
+    route: ClassVar[str] = "dependent"
+    services: ClassVar[Tuple[str, ...]] = ()
+    config_schema: ClassVar[Any] = None
+    _context: ProviderContext
 
-    def configure(self, config: Any, context: ProviderContext) -> None:
-        self._context = context
+    @classmethod
+    def from_config(cls, config: Any, context: ProviderContext) -> Dependent:
+        return cls(context)
 
     def declared(self) -> Sequence[Item]:
         return []
@@ -66,7 +68,7 @@ class Dependent:
         return Item(route=self.route, name=name, ttl=60.0)
 
     def fetch(self, item: Item) -> Value:
-        assert self._context is not None and self._context.read is not None
+        assert self._context.read is not None
         upstream = self._context.read("upstream", item.name.split(":")[0])
         return Value(upstream.body + b"+" + item.name.encode())
 
@@ -82,9 +84,8 @@ class Plugin:
 
 @pytest.fixture()
 def app(tmp_path: Path) -> Any:
-    upstream = Upstream()
     pm = make_plugin_manager()
-    pm.register(Plugin(upstream, Dependent()), name="test-read")
+    pm.register(Plugin(Upstream, Dependent), name="test-read")
     config = tmp_path / "config.yaml"
     config.write_text("cache:\n  ttl: 1m\n")
     application = Application.from_environment(
@@ -93,7 +94,7 @@ def app(tmp_path: Path) -> Any:
         pm=pm,
         client_factory=lambda *a: None,
     )
-    yield application, upstream
+    yield application, application.providers["upstream"]
     application.close()
 
 

@@ -95,7 +95,7 @@ class TestTemplate:
             timeout=180,
         )
         assert done.returncode == 0, done.stdout + done.stderr
-        assert "3 passed" in done.stdout
+        assert "4 passed" in done.stdout
 
     def test_installed_template_is_served(
         self, example_venv: Path, aws: str, cachelayer_server: Callable[..., Any]

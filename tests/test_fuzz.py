@@ -404,6 +404,9 @@ def _schemas() -> Dict[str, Any]:
     if not _SCHEMAS:
         _, registry = discover()
         _SCHEMAS.update(
-            {n: getattr(i.provider, "config_schema", None) for n, i in registry.by_name.items()}
+            {
+                n: getattr(i.provider_type, "config_schema", None)
+                for n, i in registry.by_name.items()
+            }
         )
     return _SCHEMAS

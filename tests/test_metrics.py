@@ -8,7 +8,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Type
 
 import jsonschema
 import pytest
@@ -142,8 +142,9 @@ class KeyValueProvider:
     def __init__(self) -> None:
         self.calls = 0
 
-    def configure(self, config: Any, context: Any) -> None:
-        pass
+    @classmethod
+    def from_config(cls, config: Any, context: Any) -> KeyValueProvider:
+        return cls()
 
     def declared(self) -> List[Item]:
         return []
@@ -161,12 +162,9 @@ class KeyValueProvider:
 
 
 class Plugin:
-    def __init__(self, provider: KeyValueProvider) -> None:
-        self.provider = provider
-
     @cachelayer.hookimpl
-    def cachelayer_providers(self) -> List[KeyValueProvider]:
-        return [self.provider]
+    def cachelayer_providers(self) -> List[Type[KeyValueProvider]]:
+        return [KeyValueProvider]
 
 
 class Clock:
@@ -186,8 +184,7 @@ def make_app(
     path = tmp_path / "config.yaml"
     path.write_text(config)
     pm = make_plugin_manager()
-    provider = KeyValueProvider()
-    pm.register(Plugin(provider), name="kv")
+    pm.register(Plugin(), name="kv")
     lines: List[str] = []
     environ = {"CACHE_EXTENSION_AUTH": "none", "AWS_LAMBDA_FUNCTION_NAME": "orders-api"}
     environ.update(env or {})
@@ -199,7 +196,7 @@ def make_app(
         metrics_write=lines.append,
         wall_clock=clock or Clock(),
     )
-    return app, provider, lines
+    return app, app.providers["kv"], lines
 
 
 async def read(app: Application, name: str, times: int = 1) -> None:

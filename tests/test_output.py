@@ -28,12 +28,11 @@ class PickyProvider:
     route = "weather"
     services = ()
     config_schema = List[Dict[str, str]]
+    error: Exception = ValueError("set by each test")
 
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-
-    def configure(self, config: Any, context: Any) -> None:
-        raise self.error
+    @classmethod
+    def from_config(cls, config: Any, context: Any) -> PickyProvider:
+        raise cls.error
 
     def declared(self) -> list:
         return []
@@ -46,8 +45,9 @@ class PickyProvider:
 
 
 class Plugin:
-    def __init__(self, provider: PickyProvider) -> None:
-        self.provider = provider
+    def __init__(self, error: Exception) -> None:
+        # A subclass per test: the error is the type's, as from_config is a classmethod.
+        self.provider = type("PickyProvider", (PickyProvider,), {"error": error})
 
     @cachelayer.hookimpl
     def cachelayer_providers(self) -> list:
@@ -58,7 +58,7 @@ def start_with(tmp_path: Path, error: Exception) -> ConfigError:
     path = tmp_path / "config.yaml"
     path.write_text("cache:\n  ttl: 5m\nweather:\n  - city: Oslo\n  - city: Atlantis\n")
     pm = make_plugin_manager()
-    pm.register(Plugin(PickyProvider(error)), name="weather")
+    pm.register(Plugin(error), name="weather")
     with pytest.raises(ConfigError) as info:
         Application.from_environment(
             {"CACHE_EXTENSION_AUTH": "none"},
@@ -87,7 +87,7 @@ class TestProviderConfigErrors:
         assert exc.line == 3 and exc.key == "weather"
 
     def test_provider_value_error_points_at_the_section(self, tmp_path: Path) -> None:
-        """A ValueError from configure() is a ConfigError at the section's line."""
+        """A ValueError from from_config() is a ConfigError at the section's line."""
         exc = start_with(tmp_path, ValueError("bad"))
         assert exc.line == 3 and "rejected its configuration: bad" in str(exc)
 

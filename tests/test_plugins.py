@@ -28,8 +28,9 @@ class {cls}:
     services = ("s3",)
     config_schema = None
 
-    def configure(self, config, context):
-        pass
+    @classmethod
+    def from_config(cls, config, context):
+        return cls()
 
     def declared(self):
         return []
@@ -42,7 +43,7 @@ class {cls}:
 
 @cachelayer.hookimpl
 def cachelayer_providers():
-    return [{cls}()]
+    return [{cls}]
 """
 
 
@@ -228,12 +229,17 @@ class TestBrokenPlugin:
                 class Half:
                     name = "half"
                     services = ()
+                    @classmethod
+                    def from_config(cls, config, context):
+                        return cls()
+                    def declared(self):
+                        return []
                     def resolve(self, name, params):
                         raise NotImplementedError
 
                 @cachelayer.hookimpl
                 def cachelayer_providers():
-                    return [Half()]
+                    return [Half]
             """
             },
         )

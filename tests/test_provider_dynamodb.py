@@ -31,7 +31,13 @@ from cachelayer.providers.dynamodb import (
 )
 from cachelayer.testing.proxy import Fault, UpstreamProxy
 from cachelayer.testing.sample import SAMPLE_TABLE, seed_sample
-from provider_helpers import REGION, assert_imports_without_boto3, configured, entry_point_provider
+from provider_helpers import (
+    REGION,
+    assert_imports_without_boto3,
+    configured,
+    entry_point_provider,
+    routed,
+)
 
 SAMPLE_ITEM = DynamoItem(
     table=SAMPLE_TABLE,
@@ -64,7 +70,7 @@ def make_table(ddb: Any, name: str, hash_type: str = "S", sort_type: Optional[st
 
 def make_provider(config: Any = None, **factory: Any) -> DynamoDbProvider:
     """A provider configured with ``config`` and a fresh client factory (one attempt, fast)."""
-    return configured(DynamoDbProvider(), config, **factory)
+    return configured(DynamoDbProvider, config, **factory)
 
 
 def hash_item(table: str, value: str, kind: str = "S", **kw: Any) -> DynamoItem:
@@ -202,10 +208,13 @@ class TestNames:
         assert "and 5 more" in message
 
     def test_bad_requests(self) -> None:
-        """Extra parameters and malformed numeric hash values are bad requests."""
+        """Extra parameters (refused by the router: the provider declares none) and malformed
+        numeric hash values are bad requests."""
         provider = make_provider([hash_item("n", "1", kind="N")])
-        with pytest.raises(BadRequestError, match="only 'name'"):
-            provider.resolve("n-1", {"version": "2"})
+        with pytest.raises(
+            BadRequestError, match="'version' for /dynamodb; only name= is accepted"
+        ):
+            routed(provider, "n-1", {"version": "2"})
         with pytest.raises(BadRequestError, match="must be a number"):
             provider.resolve("n-abc", {})
 
@@ -328,12 +337,11 @@ class _UnprocessingClient:
 
 class TestUnprocessedKeys:
     def _provider(self, client: _UnprocessingClient, sleeps: List[float]) -> DynamoDbProvider:
-        provider = DynamoDbProvider(sleep=sleeps.append)
-        provider.configure(
+        return DynamoDbProvider.from_config(
             [hash_item("t", "0")],
             ProviderContext(client=lambda s, r: None, json_client=lambda s, r: client),
+            sleep=sleeps.append,
         )
-        return provider
 
     def test_unprocessed_keys_are_retried_with_backoff(self) -> None:
         """Keys left unprocessed are asked for again, after growing pauses, until all are read."""
@@ -358,9 +366,9 @@ class TestUnprocessedKeys:
 
 class TestPlugin:
     def test_entry_point_provides_the_dynamodb_route(self) -> None:
-        """The `dynamodb` entry point registers a DynamoDbProvider on route `dynamodb`."""
+        """The `dynamodb` entry point registers DynamoDbProvider on route `dynamodb`."""
         provider = entry_point_provider("dynamodb", "dynamodb")
-        assert isinstance(provider, DynamoDbProvider)
+        assert provider is DynamoDbProvider
         assert provider.services == ("dynamodb",)
 
     def test_import_does_not_load_boto3(self) -> None:

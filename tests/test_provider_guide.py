@@ -70,7 +70,7 @@ def test_guide_commands_work_from_an_empty_folder(tmp_path: Path) -> None:
         timeout=570,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "3 passed" in done.stdout
+    assert "4 passed" in done.stdout
     rows = [line.split() for line in done.stdout.splitlines()]
     assert ["example", "/example", "ssm", "cachelayer-example", "0.1.0", "example"] in rows
     assert "config.yaml: OK" in done.stdout

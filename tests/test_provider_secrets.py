@@ -27,7 +27,13 @@ from cachelayer.providers.secrets import (
     SecretsSection,
 )
 from cachelayer.testing.proxy import Fault, UpstreamProxy
-from provider_helpers import REGION, assert_imports_without_boto3, configured, entry_point_provider
+from provider_helpers import (
+    REGION,
+    assert_imports_without_boto3,
+    configured,
+    entry_point_provider,
+    routed,
+)
 
 
 @pytest.fixture()
@@ -38,7 +44,7 @@ def sm(aws: str) -> Any:
 
 def make_provider(config: Any = None, **factory: Any) -> SecretsManagerProvider:
     """A provider configured with ``config`` and a fresh client factory (one attempt, fast)."""
-    return configured(SecretsManagerProvider(), config, **factory)
+    return configured(SecretsManagerProvider, config, **factory)
 
 
 class TestValues:
@@ -97,9 +103,10 @@ class TestVariants:
         ],
     )
     def test_bad_parameters_are_bad_requests(self, params: Any, fragment: str) -> None:
-        """Conflicting, empty or unknown query parameters raise BadRequestError saying why."""
+        """Conflicting, empty or unknown query parameters raise BadRequestError saying why
+        (an undeclared one from the router, before the provider sees it)."""
         with pytest.raises(BadRequestError, match=fragment):
-            make_provider().resolve("x", params)
+            routed(make_provider(), "x", params)
 
 
 class TestNotFound:
@@ -244,9 +251,9 @@ class TestErrors:
 
 class TestPlugin:
     def test_entry_point_provides_the_secrets_route(self) -> None:
-        """The `secrets` entry point registers a SecretsManagerProvider on route `secrets`."""
+        """The `secrets` entry point registers SecretsManagerProvider on route `secrets`."""
         provider = entry_point_provider("secrets", "secrets")
-        assert isinstance(provider, SecretsManagerProvider)
+        assert provider is SecretsManagerProvider
         assert provider.services == ("secretsmanager",)
 
     def test_import_does_not_load_boto3(self) -> None:

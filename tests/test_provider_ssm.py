@@ -28,7 +28,13 @@ from cachelayer.providers.ssm import (
     ParameterStoreProvider,
 )
 from cachelayer.testing.proxy import Fault, UpstreamProxy
-from provider_helpers import REGION, assert_imports_without_boto3, configured, entry_point_provider
+from provider_helpers import (
+    REGION,
+    assert_imports_without_boto3,
+    configured,
+    entry_point_provider,
+    routed,
+)
 
 
 @pytest.fixture()
@@ -39,7 +45,7 @@ def ssm(aws: str) -> Any:
 
 def make_provider(config: Any = None, **factory: Any) -> ParameterStoreProvider:
     """A provider configured with ``config`` and a fresh client factory (one attempt, fast)."""
-    return configured(ParameterStoreProvider(), config, **factory)
+    return configured(ParameterStoreProvider, config, **factory)
 
 
 class TestValues:
@@ -122,10 +128,11 @@ class TestVariants:
         ],
     )
     def test_bad_parameters_are_bad_requests(self, params: Any, fragment: str) -> None:
-        """Conflicting, malformed or unknown query parameters raise BadRequestError saying why."""
+        """Conflicting, malformed or unknown query parameters raise BadRequestError saying why
+        (an undeclared one from the router, before the provider sees it)."""
         provider = make_provider()
         with pytest.raises(BadRequestError, match=fragment):
-            provider.resolve("x", params)
+            routed(provider, "x", params)
 
     def test_reference_cannot_be_read_encrypted(self) -> None:
         """A Secrets Manager reference with withDecryption=false is refused as a bad request."""
@@ -336,9 +343,9 @@ class TestErrors:
 
 class TestPlugin:
     def test_entry_point_provides_the_parameters_route(self) -> None:
-        """The `ssm` entry point registers a ParameterStoreProvider on route `parameters`."""
+        """The `ssm` entry point registers ParameterStoreProvider on route `parameters`."""
         provider = entry_point_provider("ssm", "parameters")
-        assert isinstance(provider, ParameterStoreProvider)
+        assert provider is ParameterStoreProvider
         assert provider.services == ("ssm",)
 
     def test_import_does_not_load_boto3(self) -> None:

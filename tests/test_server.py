@@ -551,8 +551,9 @@ class TestUpstream:
             services = ()
             config_schema = None
 
-            def configure(self, config: Any, context: Any) -> None:
-                pass
+            @classmethod
+            def from_config(cls, config: Any, context: Any) -> Any:
+                return cls()
 
             def declared(self) -> List[Any]:
                 return []
@@ -568,7 +569,7 @@ class TestUpstream:
         class Plugin:
             @cachelayer.hookimpl
             def cachelayer_providers(self) -> List[Any]:
-                return [Exploding()]
+                return [Exploding]
 
         pm = make_plugin_manager()
         pm.register(Plugin(), name="exploding")

@@ -38,7 +38,7 @@ class TestPrefetchJoin:
         # Only a plain parameter: a Secrets Manager reference is fetched with GetParameter.
         app = _app(proxy, tmp_path, f"parameters:\n  - names: [{SAMPLE_PARAMETER}]\n")
         proxy.inject(Fault.delay(0.5), operation="GetParameters", times=1)
-        provider = app.registry.by_name["parameters"].provider
+        provider = app.providers["parameters"]
         item = provider.resolve(SAMPLE_PARAMETER, {})
 
         async def scenario() -> Any:
@@ -67,7 +67,7 @@ class TestPrefetchJoin:
         app = _app(proxy, tmp_path)
         proxy.inject(Fault.delay(0.3), operation="GetItem", times=1)
         proxy.inject(Fault.server_error(), operation="BatchGetItem")
-        provider = app.registry.by_name["dynamodb"].provider
+        provider = app.providers["dynamodb"]
         (item,) = provider.declared()
 
         async def scenario() -> Any:

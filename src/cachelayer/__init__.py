@@ -1,5 +1,9 @@
 """cachelayer: an in-memory caching layer for AWS Lambda. The public face for provider authors.
 
+A provider package needs only this module: the hook marker, the Provider protocol and its
+records, the error types, and the helpers every provider needs (``NameIndex``, the
+``not_empty``/``positive`` validators, ``check_query_parameters``, ``ByteSize``).
+
 Names are loaded on first use (PEP 562): the extension imports ``cachelayer`` before it
 registers with Lambda, and registration should not wait for pluggy and attrs to load.
 """
@@ -9,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any, Dict, Tuple
 
-__version__ = "0.1.0"
+from cachelayer._version import __version__
 
 if TYPE_CHECKING:
     import pluggy
@@ -26,6 +30,13 @@ if TYPE_CHECKING:
         UpstreamError,
         UpstreamTimeoutError,
     )
+    from cachelayer.helpers import (
+        NameIndex,
+        Validator,
+        check_query_parameters,
+        not_empty,
+        positive,
+    )
     from cachelayer.provider import (
         BINARY,
         JSON,
@@ -38,6 +49,7 @@ if TYPE_CHECKING:
         SupportsRefresh,
         Value,
     )
+    from cachelayer.units import ByteSize, Ratio
 
     hookimpl: pluggy.HookimplMarker
 
@@ -60,6 +72,11 @@ _LAZY: Dict[str, Tuple[str, str]] = {
             "UpstreamTimeoutError",
         )
     },
+    **{
+        name: ("cachelayer.helpers", name)
+        for name in ("NameIndex", "Validator", "check_query_parameters", "not_empty", "positive")
+    },
+    **{name: ("cachelayer.units", name) for name in ("ByteSize", "Ratio")},
     **{
         name: ("cachelayer.provider", name)
         for name in (
@@ -103,6 +120,7 @@ __all__ = [
     "JSON",
     "TEXT",
     "BadRequestError",
+    "ByteSize",
     "CachelayerError",
     "ConfigError",
     "Duration",
@@ -110,17 +128,23 @@ __all__ = [
     "JsonClient",
     "JsonClientFactory",
     "JsonService",
+    "NameIndex",
     "NotFoundError",
     "PluginError",
     "Provider",
     "ProviderContext",
+    "Ratio",
     "SupportsFetchMany",
     "SupportsRefresh",
     "ThrottlingError",
     "TransientError",
     "UpstreamError",
     "UpstreamTimeoutError",
+    "Validator",
     "Value",
     "__version__",
+    "check_query_parameters",
     "hookimpl",
+    "not_empty",
+    "positive",
 ]

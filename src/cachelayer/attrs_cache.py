@@ -204,8 +204,3 @@ def warm(modules: Iterable[str] = STARTUP_MODULES, path: Optional[str] = None) -
     plugins.discover()
     cache.save(force=True)
     return cache
-
-
-if __name__ == "__main__":  # python -I -S -m cachelayer.attrs_cache (the layer builder)
-    done = warm()
-    print(f"{len(done.used)} classes' methods in {done.path}")

@@ -86,7 +86,7 @@ def cmd_providers(args: argparse.Namespace) -> int:
         return 2
     rows = [("SECTION", "ROUTE", "AWS SERVICES", "DISTRIBUTION", "VERSION", "PLUGIN")]
     for name, info in sorted(registry.by_name.items()):
-        p = info.provider
+        p = info.provider_type
         rows.append(
             (
                 name,
@@ -138,11 +138,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     )
     total = 0
     default_region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-    for name, info in sorted(app.registry.by_name.items()):
-        items = list(info.provider.declared())
+    for name, provider in sorted(app.providers.items()):
+        items = list(provider.declared())
         if not items:
             continue
-        print(f"{name} (GET /{info.provider.route}?name=...):")
+        print(f"{name} (GET /{provider.route}?name=...):")
         for item in items:
             ttl = item.ttl if item.ttl is not None else s.ttl_for(name)
             variant = "".join(f" {k}={v}" for k, v in item.variant)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Type
 
 import pluggy
 
@@ -15,11 +15,13 @@ hookspec = pluggy.HookspecMarker("cachelayer")
 
 
 @hookspec
-def cachelayer_providers() -> Iterable[Provider]:
-    """Return the providers this plugin contributes (instances, not yet configured).
+def cachelayer_providers() -> Iterable[Type[Provider]]:
+    """Return the provider types (classes) this plugin contributes.
 
-    Called once at startup, before the config is read, by every entry point in the
-    ``cachelayer`` group. Constructors must do no I/O.
+    Called once at startup, before the config is read, for every entry point in the
+    ``cachelayer`` group. The core reads each type's static ``name``, ``route``, ``services``,
+    ``config_schema``, ``query_parameters`` and ``ttl_environment_variable``, validates the
+    config, then builds each provider with ``from_config(section, context)``. Do no I/O here.
     """
     raise NotImplementedError  # a specification: plugins implement it
 
@@ -37,7 +39,8 @@ def cachelayer_shared_stores() -> Iterable[SharedStoreKind]:
 
 @hookspec
 def cachelayer_startup(providers: Mapping[str, Provider]) -> None:
-    """Announce that config is loaded and the providers are configured, before serving."""
+    """Announce that config is loaded and the providers are built (by section name), before
+    serving. No network I/O: it delays the Lambda init phase."""
 
 
 @hookspec

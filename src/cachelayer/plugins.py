@@ -1,11 +1,11 @@
-"""Make the plugin manager, load providers from entry points, and survive a broken plugin."""
+"""Make the plugin manager, load provider types from entry points, survive a broken plugin."""
 
 from __future__ import annotations
 
 import logging
 import re
 import weakref
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Type
 
 import attrs
 import pluggy
@@ -13,6 +13,7 @@ import pluggy
 from cachelayer import hookspecs
 from cachelayer.entrypoints import EntryPoint, entry_points
 from cachelayer.errors import PluginError
+from cachelayer.hooks import PluginHooks
 from cachelayer.provider import Provider
 
 log = logging.getLogger("cachelayer.plugins")
@@ -57,9 +58,9 @@ def filtered_out(pm: pluggy.PluginManager) -> List[str]:
 
 @attrs.frozen
 class ProviderInfo:
-    """An installed provider and where it came from."""
+    """An installed provider type and where it came from."""
 
-    provider: Provider
+    provider_type: Type[Provider]
     plugin: str
     distribution: str
     version: str
@@ -85,6 +86,15 @@ class ProviderRegistry:
     def names(self) -> List[str]:
         """Config sections of the installed providers, sorted."""
         return sorted(self.by_name)
+
+    def ttl_variables(self) -> Dict[str, str]:
+        """Each provider-declared TTL environment variable and the section it sets."""
+        found: Dict[str, str] = {}
+        for name, info in sorted(self.by_name.items()):
+            variable = ttl_variable_of(info.provider_type)
+            if variable is not None:
+                found[variable] = name
+        return found
 
     def broken_for(self, section: str) -> Optional[BrokenPlugin]:
         """The broken plugin that was probably meant to provide ``section``, if any."""
@@ -193,53 +203,87 @@ def _distribution_of(pm: pluggy.PluginManager, plugin: object) -> Tuple[str, str
 def collect_providers(
     pm: pluggy.PluginManager, broken: Iterable[BrokenPlugin] = ()
 ) -> ProviderRegistry:
-    """Ask every plugin for its providers and index them by name and route.
+    """Ask every plugin for its provider types (through pluggy, one plugin at a time) and
+    index them by name and route.
 
-    Two providers claiming one name or one route raise ``PluginError`` naming both
-    distributions. A provider missing a required attribute is reported as broken.
+    A plugin whose ``cachelayer_providers()`` raises, or that returns something that is not a
+    provider type, is reported as broken and the others still load. Two providers claiming
+    one name or one route raise ``PluginError`` naming both distributions.
     """
     reg = ProviderRegistry(broken=list(broken))
-    for plugin in pm.get_plugins():
-        if not hasattr(plugin, "cachelayer_providers"):
-            continue
-        plugin_name = pm.get_name(plugin) or repr(plugin)
-        dist, version = _distribution_of(pm, plugin)
-        try:
-            provided = list(plugin.cachelayer_providers() or [])
-        except Exception as exc:
-            b = BrokenPlugin(
-                plugin_name, dist, f"cachelayer_providers() raised {type(exc).__name__}: {exc}"
-            )
-            log.warning("plugin %r from %r is skipped: %s", plugin_name, dist, b.error)
-            reg.broken.append(b)
-            continue
-        for provider in provided:
-            missing = [
-                a
-                for a in ("name", "route", "services", "resolve", "fetch")
-                if not hasattr(provider, a)
-            ]
-            if missing:
-                b = BrokenPlugin(
-                    plugin_name, dist, f"provider {provider!r} lacks {', '.join(missing)}"
-                )
+    for answer in PluginHooks(pm).providers():
+        plugin_name = answer.plugin_name
+        dist, version = _distribution_of(pm, answer.plugin)
+        problems: List[Optional[str]]
+        if answer.error is not None:
+            error = answer.error
+            problems = [f"cachelayer_providers() raised {type(error).__name__}: {error}"]
+        else:
+            problems = [type_problem(provided) for provided in answer.returned]
+        for problem in problems:
+            if problem is not None:
+                b = BrokenPlugin(plugin_name, dist, problem)
                 log.warning("plugin %r from %r is skipped: %s", plugin_name, dist, b.error)
                 reg.broken.append(b)
-                continue
-            info = ProviderInfo(provider, plugin_name, dist, version)
-            for index, attr in ((reg.by_name, "name"), (reg.by_route, "route")):
-                key = getattr(provider, attr)
-                if key in index:
-                    other = index[key]
-                    raise PluginError(
-                        f"two providers claim the {attr} {key!r}: {other.provider.__class__.__name__} "
-                        f"from distribution {other.distribution!r} (plugin {other.plugin!r}) and "
-                        f"{provider.__class__.__name__} from distribution {dist!r} (plugin {plugin_name!r}); "
-                        "uninstall one, or disable one with CACHE_EXTENSION_DISABLE_PLUGINS"
-                    )
-            reg.by_name[provider.name] = info
-            reg.by_route[provider.route] = info
+        for provided, problem in zip(answer.returned, problems):
+            if problem is None:
+                _index(reg, ProviderInfo(provided, plugin_name, dist, version))
     return reg
+
+
+_REQUIRED = ("name", "route", "services", "from_config", "declared", "resolve", "fetch")
+
+
+def type_problem(provided: Any) -> Optional[str]:
+    """Why ``provided`` (from a ``cachelayer_providers()`` answer) is not a provider type, or
+    None if it is one."""
+    if not isinstance(provided, type):
+        return (
+            f"cachelayer_providers() returned {provided!r}, which is not a provider type: return "
+            f"the classes (with a from_config classmethod), e.g. [{type(provided).__name__}]"
+        )
+    label = provided.__name__
+    missing = [a for a in _REQUIRED if not hasattr(provided, a)]
+    if missing:
+        return f"provider {label} lacks {', '.join(missing)}"
+    for attr in ("name", "route"):
+        value = getattr(provided, attr)
+        if not isinstance(value, str) or not value.strip():
+            return f"provider {label}.{attr} must be a non-empty string, got {value!r}"
+    params = getattr(provided, "query_parameters", ())
+    if not isinstance(params, (tuple, list, frozenset, set)) or not all(
+        isinstance(p, str) and p for p in params
+    ):
+        return (
+            f"provider {label}.query_parameters must be a tuple of parameter names such as "
+            f'("version",), got {params!r}'
+        )
+    variable = ttl_variable_of(provided)
+    if variable is not None and (not isinstance(variable, str) or not variable.strip()):
+        return f"provider {label}.ttl_environment_variable must be a name or None, got {variable!r}"
+    return None
+
+
+def ttl_variable_of(provider: Any) -> Optional[str]:
+    """The environment variable setting ``provider``'s section TTL, if it declares one."""
+    return getattr(provider, "ttl_environment_variable", None)
+
+
+def _index(reg: ProviderRegistry, info: ProviderInfo) -> None:
+    provider = info.provider_type
+    for index, attr in ((reg.by_name, "name"), (reg.by_route, "route")):
+        key = getattr(provider, attr)
+        if key in index:
+            other = index[key]
+            raise PluginError(
+                f"two providers claim the {attr} {key!r}: {other.provider_type.__name__} "
+                f"from distribution {other.distribution!r} (plugin {other.plugin!r}) and "
+                f"{provider.__name__} from distribution {info.distribution!r} (plugin "
+                f"{info.plugin!r}); uninstall one, or disable one with "
+                "CACHE_EXTENSION_DISABLE_PLUGINS"
+            )
+    reg.by_name[provider.name] = info
+    reg.by_route[provider.route] = info
 
 
 def discover(

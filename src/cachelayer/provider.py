@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import (
     Any,
     Callable,
+    ClassVar,
     Mapping,
     Optional,
     Protocol,
@@ -97,7 +98,7 @@ def _environment_json_clients() -> Callable[[Any, Optional[str]], Any]:
 
 @attrs.frozen
 class ProviderContext:
-    """What the core hands a provider when configuring it.
+    """What the core hands a provider type's ``from_config``.
 
     ``json_client(service, region)`` returns a shared, thread-safe ``cachelayer.awsjson``
     client for a JSON-protocol service (``"ssm"``, ``"secretsmanager"``, ``"dynamodb"`` or a
@@ -124,7 +125,10 @@ class ProviderContext:
 
 @runtime_checkable
 class Provider(Protocol):
-    """A source of cacheable values. Providers never cache: the core does.
+    """A source of cacheable values, born configured. Providers never cache: the core does.
+
+    A plugin contributes provider *types* (classes); what the core needs before any config is
+    read is static, on the class:
 
     Attributes:
         name: the config section it owns (``parameters``); also its name in listings.
@@ -132,25 +136,41 @@ class Provider(Protocol):
         services: the AWS service names (botocore's) it calls, for the layer builder's pruning.
         config_schema: the type of its config section, e.g. ``List[ParameterGroup]`` of attrs
             classes; the core validates the YAML against it and passes the result to
-            ``configure``. ``None`` if the provider takes no configuration.
+            ``from_config``. ``None`` if the provider takes no configuration.
+        query_parameters: the query parameters it takes besides ``name``, in the order its
+            messages list them (``("version", "label")``); the router refuses any other one
+            with a 400 before ``resolve`` is called. ``()`` for ``name`` only.
+        ttl_environment_variable: an environment variable that sets the section's TTL in
+            whole seconds (``SSM_PARAMETER_STORE_TTL``), or ``None``.
+
+    Then ``from_config`` builds a ready provider, preferably frozen (``@attrs.frozen``): there
+    is no "not configured yet" state to guard against.
     """
 
-    name: str
-    route: str
-    services: Tuple[str, ...]
-    config_schema: Any
+    name: ClassVar[str]
+    route: ClassVar[str]
+    services: ClassVar[Tuple[str, ...]]
+    config_schema: ClassVar[Any]
+    query_parameters: ClassVar[Tuple[str, ...]]
+    ttl_environment_variable: ClassVar[Optional[str]]
 
-    def configure(self, config: Any, context: ProviderContext) -> None:
-        """Take the validated section (``None`` when absent) and the context. No network I/O."""
+    @classmethod
+    def from_config(cls, config: Any, context: ProviderContext) -> Provider:
+        """A ready provider from the validated section (``None`` when absent) and the context.
+
+        No network I/O (it runs in the Lambda init phase). Raise ``ConfigError`` (with ``key``)
+        or ``ValueError`` for a section that is valid field by field but wrong as a whole.
+        """
 
     def declared(self) -> Sequence[Item]:
         """The items the config declares: what ``init_startup`` prefetches."""
 
     def resolve(self, name: str, params: Mapping[str, str]) -> Item:
-        """Turn a request's ``name`` and other query parameters into an Item.
+        """Turn a request's ``name`` and its other query parameters into an Item.
 
-        Raise ``BadRequestError`` for an unknown or bad parameter, ``NotFoundError`` when the
-        name cannot exist (e.g. an undeclared DynamoDB key).
+        ``params`` holds the URL-decoded query parameters other than ``name``, each one of
+        ``query_parameters`` (the router refused the others). Raise ``BadRequestError`` for a
+        bad value, ``NotFoundError`` when the name cannot exist (e.g. an undeclared key).
         """
 
     def fetch(self, item: Item) -> Value:

@@ -129,11 +129,11 @@ def configured(
         assert service == "appconfigdata"
         return data_api.client
 
-    provider = AppConfigProvider(clock=clock)
-    provider.configure(
-        list(profiles or (FLAGS,)), ProviderContext(client=client, default_region="us-west-2")
+    return AppConfigProvider.from_config(
+        list(profiles or (FLAGS,)),
+        ProviderContext(client=client, default_region="us-west-2"),
+        clock=clock,
     )
-    return provider
 
 
 class TestSessionFlow:
@@ -299,10 +299,13 @@ class TestConfig:
             provider.resolve("shop/prod/other", {})
 
     def test_unknown_parameter_is_bad_request(self, data_api: DataApi, clock: FakeClock) -> None:
-        """A query parameter other than name is BadRequestError."""
-        provider = configured(data_api, clock)
+        """A query parameter other than name is BadRequestError, from the core's router (the
+        provider declares no query_parameters), before the provider sees the request."""
+        from cachelayer.core.router import Router
+
+        router = Router({"appconfig": configured(data_api, clock)})
         with pytest.raises(cachelayer.BadRequestError, match="label"):
-            provider.resolve("flags", {"name": "flags", "label": "x"})
+            router.resolve("appconfig", {"name": "flags", "label": "x"})
 
     def test_duplicate_alias_is_a_config_error(self, data_api: DataApi, clock: FakeClock) -> None:
         """Two configurations with one alias are a ConfigError at the second's key."""
@@ -328,5 +331,5 @@ class TestPlugin:
         _, registry = discover()
         info = registry.by_route["appconfig"]
         assert info.distribution == "cachelayer-appconfig"
-        assert info.provider.name == "appconfig"
-        assert tuple(info.provider.services) == ("appconfigdata",)
+        assert info.provider_type.name == "appconfig"
+        assert tuple(info.provider_type.services) == ("appconfigdata",)

@@ -30,7 +30,7 @@ from typing import Callable, Dict, List
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
-from rds_databases import (  # noqa: E402
+from rds_databases import (  # noqa: E402 - the tests' helpers, on the path only now
     APP_PASSWORD,
     SECRET_NAME,
     PostgresServer,

@@ -46,7 +46,7 @@ class TestIssueExample:
         """The issue's YAML example is accepted unchanged, and makes no connection."""
         app = load(tmp_path, ISSUE_EXAMPLE)
         try:
-            provider = app.registry.by_name["rds"].provider
+            provider = app.providers["rds"]
             item = provider.resolve("flags/dark-mode", {})
             assert item.ttl == 60.0
             source, key = item.target
@@ -114,7 +114,7 @@ class TestRefusedQueries:
         """keys are the items init_startup prefetches; a non-integer one with key_type integer is refused."""
         app = load(tmp_path, ISSUE_EXAMPLE + "    keys: [dark-mode, beta]\n")
         try:
-            names = [i.name for i in app.registry.by_name["rds"].provider.declared()]
+            names = [i.name for i in app.providers["rds"].declared()]
             assert names == ["flags/dark-mode", "flags/beta"]
         finally:
             app.close()
@@ -292,12 +292,8 @@ class TestIamConnection:
 
         moment = datetime.datetime(2026, 5, 1, 12, 0, 0)
         creds = Credentials("AKID", "SECRET", "SESSION")
-        provider = RdsProvider(
-            opener=opener,
-            tokens=IamTokens(credentials=StaticCredentials(creds), clock=lambda: moment),
-        )
         host = "db.abc.eu-west-1.rds.amazonaws.com"
-        provider.configure(
+        provider = RdsProvider.from_config(
             [
                 RdsSource(
                     name="iam",
@@ -307,6 +303,8 @@ class TestIamConnection:
                 )
             ],
             ProviderContext(client=lambda *a: None),
+            opener=opener,
+            tokens=IamTokens(credentials=StaticCredentials(creds), clock=lambda: moment),
         )
         assert provider.fetch(provider.resolve("iam/x", {})).body == b'[{"k":"x"}]'
         assert seen == [("require", db_auth_token(host, 5432, "app", "eu-west-1", creds, moment))]

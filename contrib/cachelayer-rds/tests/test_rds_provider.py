@@ -22,6 +22,7 @@ from cachelayer import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from cachelayer.core.router import Router
 from cachelayer.plugins import discover
 from cachelayer.testing.fixtures import UpstreamCalls
 
@@ -50,8 +51,7 @@ def make(provider_context: ProviderContext, secret: str) -> Any:
     made: List[RdsProvider] = []
 
     def build(*sources: RdsSource, context: Optional[ProviderContext] = None) -> RdsProvider:
-        provider = RdsProvider()
-        provider.configure(list(sources), context or provider_context)
+        provider = RdsProvider.from_config(list(sources), context or provider_context)
         made.append(provider)
         return provider
 
@@ -101,7 +101,7 @@ class TestEntryPoint:
         _, registry = discover()
         info = registry.by_name["rds"]
         assert info.distribution == "cachelayer-rds"
-        assert info.provider.route == "rds"
+        assert info.provider_type.route == "rds"
 
 
 class TestPostgres:
@@ -486,7 +486,7 @@ class TestResolve:
         with pytest.raises(BadRequestError, match="no key"):
             provider.resolve("flags/", {})
         with pytest.raises(BadRequestError, match="only name="):
-            provider.resolve("flags/x", {"version": "1"})
+            Router({"rds": provider}).resolve("rds", {"name": "flags/x", "version": "1"})
         with pytest.raises(BadRequestError, match="longer"):
             provider.resolve("flags/" + "x" * 2000, {})
         assert provider.resolve("flags/a/b", {}).name == "flags/a/b"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any, List
 
+import attrs
 import boto3
 import pytest
 from cachelayer_s3 import DEFAULT_MAX_SIZE, ObjectTooLargeError, S3Object, S3Provider
 
 import cachelayer
-from cachelayer import BINARY, ConfigError, Item, NotFoundError, ProviderContext, UpstreamError
+from cachelayer import BINARY, ConfigError, NameIndex, NotFoundError, ProviderContext
 from cachelayer.aws import ClientFactory
 from cachelayer.plugins import discover
 from cachelayer.testing.fixtures import UpstreamCalls
@@ -28,9 +29,7 @@ def s3(aws: str) -> Any:
 
 
 def configured(context: ProviderContext, *objects: S3Object) -> S3Provider:
-    provider = S3Provider()
-    provider.configure(list(objects), context)
-    return provider
+    return S3Provider.from_config(list(objects), context)
 
 
 class TestFetch:
@@ -218,10 +217,13 @@ class TestErrors:
     def test_unknown_query_parameter_is_bad_request(
         self, provider_context: ProviderContext
     ) -> None:
-        """A query parameter other than name is a BadRequestError naming it."""
-        provider = configured(provider_context, S3Object(bucket=BUCKET, key="k"))
+        """A query parameter other than name is a BadRequestError naming it, from the core's
+        router (the provider declares no query_parameters), before the provider sees it."""
+        from cachelayer.core.router import Router
+
+        router = Router({"s3": configured(provider_context, S3Object(bucket=BUCKET, key="k"))})
         with pytest.raises(cachelayer.BadRequestError, match="version"):
-            provider.resolve(f"{BUCKET}/k", {"name": f"{BUCKET}/k", "version": "2"})
+            router.resolve("s3", {"name": f"{BUCKET}/k", "version": "2"})
 
     def test_unreachable_endpoint_is_transient(
         self, aws: str, monkeypatch: pytest.MonkeyPatch
@@ -275,11 +277,28 @@ class TestConfig:
         with pytest.raises(ValueError, match=message):
             S3Object(**fields)
 
-    def test_fetch_before_configure_is_a_clear_error(self) -> None:
-        """Using the provider unconfigured is a programming error that says so."""
-        item = Item(route="s3", name="b/k", target=S3Object(bucket="b", key="k"))
-        with pytest.raises(UpstreamError, match="before configure"):
-            S3Provider().fetch(item)
+    def test_built_provider_is_frozen(self, provider_context: ProviderContext) -> None:
+        """from_config returns a ready provider whose declarations cannot be changed after."""
+        provider = configured(provider_context, S3Object(bucket=BUCKET, key="k", name="a"))
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            provider._objects = NameIndex()  # type: ignore[misc]
+        with pytest.raises(TypeError):
+            provider._objects.by_name["b"] = S3Object(bucket=BUCKET, key="b")  # type: ignore[index]
+        assert provider.resolve("a", {}).name == "a"
+
+    def test_max_size_takes_a_unit(self, tmp_path: Any) -> None:
+        """max_size is a ByteSize: `2MiB` in the config is 2,097,152 bytes."""
+        from cachelayer.core.config import load_settings
+
+        path = tmp_path / "config.yaml"
+        path.write_text("s3:\n  - bucket: b\n    key: k\n    max_size: 2MiB\n")
+        settings = load_settings(
+            {"CACHE_EXTENSION_AUTH": "none"},
+            {"s3": S3Provider.config_schema},
+            config_path=str(path),
+        )
+        (obj,) = settings.sections["s3"]
+        assert obj.max_size == 2 * 1024 * 1024 and obj.limit == 2 * 1024 * 1024
 
 
 class TestPlugin:
@@ -288,7 +307,8 @@ class TestPlugin:
         _, registry = discover()
         info = registry.by_name["s3"]
         assert info.distribution == "cachelayer-s3"
-        assert info.provider.route == "s3"
+        assert info.provider_type is S3Provider
+        assert info.provider_type.route == "s3"
         assert registry.by_route["s3"] is info
-        assert tuple(info.provider.services) == ("s3",)
-        assert hasattr(info.provider, "refresh")
+        assert tuple(info.provider_type.services) == ("s3",)
+        assert hasattr(info.provider_type, "refresh")

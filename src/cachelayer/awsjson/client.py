@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Unio
 
 import attrs
 
-from cachelayer import __version__
+from cachelayer._version import __version__
 from cachelayer.aws import THROTTLING_CODES, NotFoundPredicate, classify_code, default_region
 from cachelayer.awsjson.credentials import CredentialSource, default_credentials
 from cachelayer.awsjson.endpoints import endpoint_url

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import attrs
 
@@ -16,81 +15,21 @@ from cachelayer.core.metrics import EmfMetrics
 from cachelayer.core.reads import CacheReader
 from cachelayer.core.router import Router
 from cachelayer.errors import CachelayerError, ConfigError
+from cachelayer.hooks import PluginHooks
 from cachelayer.plugins import (
+    ProviderInfo,
     ProviderRegistry,
     canonical_name,
     discover,
     filter_warnings,
     filtered_out,
 )
-from cachelayer.provider import ProviderContext
+from cachelayer.provider import Provider, ProviderContext
 
 log = logging.getLogger("cachelayer")
 
 # How long SHUTDOWN waits for the plugins' cachelayer_shutdown hooks (when not told otherwise).
 SHUTDOWN_HOOK_TIMEOUT = 0.5
-# An INVOKE hook runs on the event loop: one slower than this is named in a warning.
-SLOW_HOOK = 0.1
-
-
-def call_hook(pm: Any, name: str, **kwargs: Any) -> None:
-    """Call every plugin's implementation of hook ``name``, in pluggy's order, each isolated:
-    one that raises is logged with its plugin's name and the others still run."""
-    _call_each(pm, name, kwargs)
-
-
-def _call_each(pm: Any, name: str, kwargs: Mapping[str, Any], only: Any = None) -> None:
-    caller = getattr(pm.hook, name)
-    impls = [only] if only is not None else reversed(caller.get_hookimpls())
-    for impl in impls:  # pluggy calls the last registered first
-        started = time.monotonic()
-        try:
-            impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
-        except Exception:
-            log.error(
-                "plugin %r: its %s hook raised; ignored, cachelayer goes on",
-                impl.plugin_name,
-                name,
-                exc_info=True,
-            )
-        elapsed = time.monotonic() - started
-        if elapsed > SLOW_HOOK:
-            log.warning(
-                "plugin %r: its %s hook took %.0f ms; hooks must return at once",
-                impl.plugin_name,
-                name,
-                elapsed * 1000,
-            )
-
-
-def call_hook_within(pm: Any, name: str, timeout: float, **kwargs: Any) -> bool:
-    """Call every plugin's implementation of hook ``name`` at once, each in its own daemon
-    thread, each isolated as in ``call_hook``; wait at most ``timeout`` seconds in all. A hook
-    still running then is named in a warning and left behind (exit never waits for it): one
-    plugin that blocks neither delays the others nor the caller. True if all returned."""
-    threads = []
-    for impl in reversed(getattr(pm.hook, name).get_hookimpls()):
-        thread = threading.Thread(
-            target=_call_each,
-            args=(pm, name, kwargs, impl),
-            name=f"cachelayer-{name}-{impl.plugin_name}",
-            daemon=True,
-        )
-        thread.start()
-        threads.append((impl.plugin_name, thread))
-    deadline = time.monotonic() + timeout
-    done = True
-    for plugin, thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive():
-            done = False
-            log.warning(
-                "plugin %r: its %s hook did not return within %.2f s; going on without it",
-                plugin,
-                name,
-                timeout,
-            )
-    return done
 
 
 def _line_in(settings: Settings, key: str) -> Optional[int]:
@@ -114,14 +53,19 @@ class StartupReport:
 
 @attrs.define
 class Application:
-    """Everything the server and the extension need. Built by ``from_environment``."""
+    """Everything the server and the extension need. Built by ``from_environment``.
+
+    ``registry`` holds the installed provider types, ``providers`` the providers built from
+    the config (by section name), ``hooks`` the one caller of the plugins' hooks.
+    """
 
     settings: Settings
     registry: ProviderRegistry
+    providers: Mapping[str, Provider]
     cache: Cache
     router: Router
     pm: Any
-    clients: Any = None
+    hooks: PluginHooks
     metrics: Optional[EmfMetrics] = None
     json_clients: Any = None
 
@@ -139,7 +83,7 @@ class Application:
         metrics_write: Optional[Callable[[str], None]] = None,
         wall_clock: Optional[Callable[[], float]] = None,
     ) -> Application:
-        """Discover plugins, load and validate settings, configure providers. No network I/O.
+        """Discover plugins, load and validate settings, build the providers. No network I/O.
 
         Raises ConfigError or PluginError with a message fit to show the user as is.
         ``client_factory`` replaces the boto3 client factory, ``json_clients`` the lean
@@ -149,60 +93,8 @@ class Application:
         """
         allow, deny = plugin_filters(environ)
         pm, registry = discover(allow=allow, deny=deny, pm=pm)
-        schemas = {
-            name: getattr(info.provider, "config_schema", None)
-            for name, info in registry.by_name.items()
-        }
-        broken = {b.plugin: f"{b.error} (distribution {b.distribution})" for b in registry.broken}
-        filters = ", ".join(
-            f"{k}={environ[k]}"
-            for k in ("CACHE_EXTENSION_PLUGINS", "CACHE_EXTENSION_DISABLE_PLUGINS")
-            if k in environ
-        )
-        disabled = {canonical_name(n): f"filtered out by {filters}" for n in filtered_out(pm)}
-        settings = load_settings(
-            environ,
-            schemas,
-            config_path=config_path,
-            port=port,
-            broken=broken,
-            disabled=disabled,
-        )
-        plugin_warnings = filter_warnings(allow, deny)
-        if plugin_warnings:
-            settings = attrs.evolve(settings, warnings=(*settings.warnings, *plugin_warnings))
-        for warning in settings.warnings:
-            log.warning("%s", warning)
-
-        route_to_section: Dict[str, str] = {
-            route: info.provider.name for route, info in registry.by_route.items()
-        }
-        policy = CachePolicy(
-            ttl_for=lambda route: settings.ttl_for(route_to_section.get(route, route)),
-            negative_ttl=float(settings.cache.negative_ttl),
-            stale_if_error=float(settings.cache.stale_if_error),
-            refresh_ahead=float(settings.cache.refresh_ahead),
-            max_entries=int(settings.cache.max_entries),
-            max_bytes=int(settings.cache.max_bytes),
-            stale_wait=float(settings.cache.stale_wait),
-            upstream_timeout=float(settings.cache.upstream_timeout),
-        )
-        shared = None
-        if settings.shared is not None:
-            # Imported only when configured; redis-py and cryptography even later, on first use.
-            from cachelayer.shared.factory import open_tier
-
-            shared = open_tier(
-                settings.shared,
-                pm,
-                read_secret=lambda secret_id: _read_secret(json_clients, secret_id),
-                source=settings.config_path if settings.config_loaded else None,
-            )
-        cache = (
-            Cache(policy, clock=clock, shared=shared)
-            if clock is not None
-            else Cache(policy, shared=shared)
-        )
+        settings = _settings(environ, pm, registry, allow, deny, config_path, port)
+        cache = _cache(settings, registry, pm, clock, lambda sid: _read_secret(json_clients, sid))
 
         def count(service: str, operation: str) -> None:
             cache.count_upstream_call(current_route())
@@ -218,35 +110,15 @@ class Application:
 
             json_clients = JsonClientFactory.from_environment(environ, on_call=count)
         region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
-        reader = CacheReader(cache)  # given the router below, once the providers are configured
+        reader = CacheReader(cache)  # given the router below, once the providers are built
         context = ProviderContext(
             client=client_factory, default_region=region, read=reader, json_client=json_clients
         )
-        for name, info in sorted(registry.by_name.items()):
-            try:
-                info.provider.configure(settings.sections.get(name), context)
-            except ConfigError as exc:
-                if exc.source is None:  # say which file and line, as every other config error does
-                    key = exc.key or name
-                    if key != name and not key.startswith((name + ".", name + "[")):
-                        key = f"{name}{key}" if key.startswith("[") else f"{name}.{key}"
-                    raise ConfigError(
-                        f"provider {name!r}: {exc.message}",
-                        source=settings.config_path,
-                        line=exc.line or _line_in(settings, key),
-                        key=key,
-                    ) from exc
-                raise
-            except CachelayerError:
-                raise
-            except (ValueError, TypeError) as exc:
-                raise ConfigError(
-                    f"provider {name!r} rejected its configuration: {exc}",
-                    source=settings.config_path,
-                    line=_line_in(settings, name),
-                    key=name,
-                ) from exc
-        router = Router({route: info.provider for route, info in registry.by_route.items()})
+        providers = {
+            name: _build(name, info, settings, context)
+            for name, info in sorted(registry.by_name.items())
+        }
+        router = Router({p.route: p for p in providers.values()})
         reader.router = router
         metrics = None
         if settings.cache.metrics == "emf":
@@ -256,28 +128,28 @@ class Application:
                 write=metrics_write,
                 clock=wall_clock or time.time,
             )
+        hooks = PluginHooks(pm)
         app = cls(
-            settings,
-            registry,
-            cache,
-            router,
-            pm,
-            client_factory,
-            metrics,
+            settings=settings,
+            registry=registry,
+            providers=providers,
+            cache=cache,
+            router=router,
+            pm=pm,
+            hooks=hooks,
+            metrics=metrics,
             json_clients=json_clients,
         )
-        call_hook(
-            pm, "cachelayer_startup", providers={n: i.provider for n, i in registry.by_name.items()}
-        )
+        hooks.startup(providers=dict(providers))
         return app
 
     async def prefetch(self) -> StartupReport:
         """Fetch everything the config declares (batch APIs, providers concurrently); return a
         report of what was fetched and what failed. Failed items are fetched again on demand."""
-        names = sorted(self.registry.by_name)
+        names = sorted(self.providers)
         jobs = []
         for name in names:
-            provider = self.registry.by_name[name].provider
+            provider = self.providers[name]
             jobs.append(self.cache.prefetch(provider, list(provider.declared())))
         reports = await asyncio.gather(*jobs)
         report = StartupReport(dict(zip(names, reports)))
@@ -292,7 +164,7 @@ class Application:
             log.debug("refresh-ahead started for %d entries", started)
         if self.metrics is not None:
             self.metrics.on_invoke(self.stats())
-        call_hook(self.pm, "cachelayer_invoke", event=event)
+        self.hooks.invoke(event)
 
     def on_shutdown(self, reason: str, timeout: float = SHUTDOWN_HOOK_TIMEOUT) -> None:
         """Emit the last metrics, and announce shutdown to plugins, waiting at most
@@ -300,7 +172,7 @@ class Application:
         plugin does."""
         if self.metrics is not None:
             self.metrics.on_shutdown(self.stats())
-        call_hook_within(self.pm, "cachelayer_shutdown", timeout, reason=reason)
+        self.hooks.shutdown(reason, timeout)
 
     def stats(self) -> Dict[str, Dict[str, int]]:
         """Per-route counters, with every installed route listed."""
@@ -345,15 +217,120 @@ class Application:
             close()
 
 
-def _read_secret(json_clients: Any, secret_id: str) -> str:
-    """A Secrets Manager secret's string (the shared tier's key or password), read on first
-    use of the tier through the lean JSON transport (no boto3), not counted for any route."""
-    with uncounted():
-        client = json_clients("secretsmanager", None)
-        answer = client.call(
-            "GetSecretValue", {"SecretId": secret_id}, what=f"secret {secret_id!r}"
+def _settings(
+    environ: Mapping[str, str],
+    pm: Any,
+    registry: ProviderRegistry,
+    allow: Optional[Tuple[str, ...]],
+    deny: Tuple[str, ...],
+    config_path: Optional[str],
+    port: Optional[int],
+) -> Settings:
+    """The settings for the installed provider types (their schemas and TTL variables), with
+    the broken and filtered-out plugins named in errors, and their warnings logged."""
+    schemas = {
+        name: getattr(info.provider_type, "config_schema", None)
+        for name, info in registry.by_name.items()
+    }
+    broken = {b.plugin: f"{b.error} (distribution {b.distribution})" for b in registry.broken}
+    filters = ", ".join(
+        f"{k}={environ[k]}"
+        for k in ("CACHE_EXTENSION_PLUGINS", "CACHE_EXTENSION_DISABLE_PLUGINS")
+        if k in environ
+    )
+    disabled = {canonical_name(n): f"filtered out by {filters}" for n in filtered_out(pm)}
+    settings = load_settings(
+        environ,
+        schemas,
+        config_path=config_path,
+        port=port,
+        broken=broken,
+        disabled=disabled,
+        ttl_variables=registry.ttl_variables(),
+    )
+    plugin_warnings = filter_warnings(allow, deny)
+    if plugin_warnings:
+        settings = attrs.evolve(settings, warnings=(*settings.warnings, *plugin_warnings))
+    for warning in settings.warnings:
+        log.warning("%s", warning)
+    return settings
+
+
+def _policy(settings: Settings, registry: ProviderRegistry) -> CachePolicy:
+    """The cache's policy: the settings, with each route's TTL that of its section."""
+    route_to_section: Dict[str, str] = {
+        route: info.provider_type.name for route, info in registry.by_route.items()
+    }
+    return CachePolicy(
+        ttl_for=lambda route: settings.ttl_for(route_to_section.get(route, route)),
+        negative_ttl=float(settings.cache.negative_ttl),
+        stale_if_error=float(settings.cache.stale_if_error),
+        refresh_ahead=float(settings.cache.refresh_ahead),
+        max_entries=int(settings.cache.max_entries),
+        max_bytes=int(settings.cache.max_bytes),
+        stale_wait=float(settings.cache.stale_wait),
+        upstream_timeout=float(settings.cache.upstream_timeout),
+    )
+
+
+def _cache(
+    settings: Settings,
+    registry: ProviderRegistry,
+    pm: Any,
+    clock: Optional[Callable[[], float]],
+    read_secret: Callable[[str], str],
+) -> Cache:
+    """The cache for ``settings``, with its shared tier when one is configured."""
+    shared = None
+    if settings.shared is not None:
+        # Imported only when configured; redis-py and cryptography even later, on first use.
+        from cachelayer.shared.factory import open_tier
+
+        shared = open_tier(
+            settings.shared,
+            pm,
+            read_secret=read_secret,
+            source=settings.config_path if settings.config_loaded else None,
         )
-    text = answer.get("SecretString")
-    if text is None:
-        raise ValueError(f"secret {secret_id!r} holds no SecretString")
-    return str(text)
+    policy = _policy(settings, registry)
+    if clock is not None:
+        return Cache(policy, clock=clock, shared=shared)
+    return Cache(policy, shared=shared)
+
+
+def _build(name: str, info: ProviderInfo, settings: Settings, context: ProviderContext) -> Provider:
+    """The provider of section ``name``, built from its validated section; a rejection of the
+    section as a ConfigError with the file, the line and the key."""
+    try:
+        return info.provider_type.from_config(settings.sections.get(name), context)
+    except ConfigError as exc:
+        if exc.source is not None:
+            raise
+        # Say which file and line, as every other config error does.
+        key = exc.key or name
+        if key != name and not key.startswith((name + ".", name + "[")):
+            key = f"{name}{key}" if key.startswith("[") else f"{name}.{key}"
+        raise ConfigError(
+            f"provider {name!r}: {exc.message}",
+            source=settings.config_path,
+            line=exc.line or _line_in(settings, key),
+            key=key,
+        ) from exc
+    except CachelayerError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"provider {name!r} rejected its configuration: {exc}",
+            source=settings.config_path,
+            line=_line_in(settings, name),
+            key=name,
+        ) from exc
+
+
+def _read_secret(json_clients: Any, secret_id: str) -> str:
+    """A secret of the shared tier's (its key or password), read on first use of the tier, not
+    counted for any route."""
+    from cachelayer.shared.secret import read_secret_string
+
+    with uncounted():
+        return read_secret_string(json_clients, secret_id)

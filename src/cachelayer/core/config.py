@@ -368,12 +368,14 @@ def load_settings(
     port: Optional[int] = None,
     broken: Mapping[str, str] = {},
     disabled: Mapping[str, str] = {},
+    ttl_variables: Mapping[str, str] = {},
 ) -> Settings:
     """Resolve the settings from the environment, the config file and the command line.
 
     ``schemas`` maps each installed provider's section to its ``config_schema``; ``broken``
     maps a section to the load error of a broken plugin of that name, ``disabled`` a section
-    to why its installed plugin was filtered out. Raises ``ConfigError``
+    to why its installed plugin was filtered out, ``ttl_variables`` each provider-declared TTL
+    variable (``SSM_PARAMETER_STORE_TTL``) to its section. Raises ``ConfigError``
     (naming the file and line, or the variable) for anything invalid.
     """
     if "cache" in schemas:
@@ -390,7 +392,7 @@ def load_settings(
     resolved_port = environment.port(environ, port)
     auth, token = environment.auth_and_token(environ, warnings)
     log_level = environment.log_level(environ)
-    env_ttl = environment.section_ttls(environ)
+    env_ttl = environment.section_ttls(environ, ttl_variables)
     cache = _cache_from_environment(cache, environ, config_sets_max, path, warnings)
     return Settings(
         config_path=path,

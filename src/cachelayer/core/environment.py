@@ -16,7 +16,6 @@ from cachelayer.shared.settings import ENV as SHARED_ENV
 __all__ = [
     "DEFAULT_PORT",
     "KNOWN_ENV",
-    "TTL_ENV",
     "auth_and_token",
     "cache_enabled",
     "cache_size",
@@ -155,19 +154,11 @@ def _env_choice(name: str, raw: str, choices: Mapping[str, str]) -> str:
 # One function per setting the environment gives or overrides
 
 
-TTL_ENV: Tuple[Tuple[str, str], ...] = (
-    ("SSM_PARAMETER_STORE_TTL", "parameters"),
-    ("SECRETS_MANAGER_TTL", "secrets"),
-)
-"""The AWS extension's TTL variables and the provider section each one sets the TTL of."""
-
-
-def section_ttls(
-    environ: Mapping[str, str], variables: Tuple[Tuple[str, str], ...] = TTL_ENV
-) -> Dict[str, float]:
-    """Seconds by provider section, from the TTL ``variables`` (name, section) that are set."""
+def section_ttls(environ: Mapping[str, str], variables: Mapping[str, str]) -> Dict[str, float]:
+    """Seconds by provider section, from the TTL ``variables`` (name to section, as the
+    providers declare them) that are set."""
     env_ttl: Dict[str, float] = {}
-    for name, section in variables:
+    for name, section in variables.items():
         if name in environ:
             env_ttl[section] = float(_env_whole(name, environ[name], "TTL", "seconds", 300))
     return env_ttl

@@ -1,23 +1,15 @@
-"""Units of the config file: sizes in bytes (``64MiB``) and fractions (``20%``)."""
+"""Parsing the config file's units: sizes in bytes (``64MiB``) and fractions (``20%``).
+
+The types themselves are public, in ``cachelayer.units``; re-exported here."""
 
 from __future__ import annotations
 
 import re
 from typing import Dict
 
+from cachelayer.units import ByteSize, Ratio
+
 __all__ = ["RATIO_HINT", "SIZE_HINT", "ByteSize", "Ratio", "parse_ratio", "parse_size"]
-
-
-class ByteSize(int):
-    """A size in bytes, written in config as an integer or with a unit (``64MiB``, ``512KB``).
-
-    KB/MB/GB/TB are powers of 1000 and KiB/MiB/GiB/TiB powers of 1024, as the SI and IEC
-    standards define them; units are case-insensitive.
-    """
-
-
-class Ratio(float):
-    """A fraction from 0 to 1, written in config as ``0.2`` or as a percentage string ``20%``."""
 
 
 _SIZE_UNITS: Dict[str, int] = {

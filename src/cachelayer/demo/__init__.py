@@ -82,7 +82,10 @@ def run_demo(invocations: int = 10, out: Any = None) -> int:
     out = out or sys.stdout
     # moto's web server logs every request at INFO; the demo's output is the table.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    say = lambda text="": print(text, file=out, flush=True)  # noqa: E731
+
+    def say(text: str = "") -> None:
+        print(text, file=out, flush=True)
+
     with tempfile.TemporaryDirectory(prefix="cachelayer-demo-") as tmp, moto_server() as endpoint:
         say(f"moto (AWS) on {endpoint}: seeding the sample's table, parameter and secret")
         seed_sample(endpoint)

@@ -47,7 +47,7 @@ def _exercise_providers() -> None:
     _pm, registry = plugins.discover()
     services: Set[str] = set()
     for name in registry.names():
-        services.update(str(s) for s in registry.by_name[name].provider.services)
+        services.update(str(s) for s in registry.by_name[name].provider_type.services)
     try:
         import boto3
     except ImportError:

@@ -23,9 +23,9 @@ def probe(site: str) -> Dict[str, Any]:
         info = registry.by_name[name]
         providers.append(
             {
-                "name": info.provider.name,
-                "route": info.provider.route,
-                "services": sorted(str(s) for s in info.provider.services),
+                "name": info.provider_type.name,
+                "route": info.provider_type.route,
+                "services": sorted(str(s) for s in info.provider_type.services),
                 "plugin": info.plugin,
                 "distribution": info.distribution,
                 "version": info.version,

@@ -26,30 +26,25 @@ from typing import (
 import attrs
 
 from cachelayer import (
-    BadRequestError,
     CachelayerError,
     ConfigError,
     Item,
-    JsonClient,
-    ProviderContext,
-    UpstreamError,
+    Validator,
     Value,
+    not_empty,
 )
 
 __all__ = [
     "Declaration",
     "Declarations",
-    "check_query",
     "check_region",
     "check_ttl",
-    "client_for",
     "fetch_or_error",
     "name_checks",
     "run_batches",
     "target_of",
 ]
 
-Validator = Callable[[Any, Any, Any], None]
 T = TypeVar("T")
 
 
@@ -68,10 +63,7 @@ def check_region(instance: Any, attribute: Any, value: Any) -> None:
 def name_checks(what: str) -> Tuple[Validator, Validator]:
     """attrs validators for one name and for a group's ``names``; ``what`` says what a name is
     in messages (``"parameter name"``)."""
-
-    def check_name(instance: Any, attribute: Any, value: Any) -> None:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"{attribute.name} must be a non-empty {what}, got {value!r}")
+    check_name = not_empty(what)
 
     def check_names(instance: Any, attribute: Any, value: Any) -> None:
         if not value:
@@ -178,29 +170,6 @@ class Declarations:
     def get(self, name: str) -> Declaration:
         """``name``'s declaration; an undeclared name reads the default region, section TTL."""
         return self.by_name.get(name) or Declaration(None, self.section_ttl)
-
-
-def check_query(route: str, name: str, params: Mapping[str, str], allowed: Sequence[str]) -> None:
-    """Raise BadRequestError for a query parameter not in ``allowed`` or an empty ``name``."""
-    unknown = sorted(k for k in params if k not in allowed)
-    if unknown:
-        raise BadRequestError(
-            f"unknown query parameter(s) {', '.join(map(repr, unknown))} for /{route}; "
-            f"allowed: {', '.join(allowed)}"
-        )
-    if not name:
-        raise BadRequestError(f"/{route} needs a non-empty 'name' query parameter")
-
-
-def client_for(
-    context: Optional[ProviderContext], service: str, region: Optional[str], *, provider: str
-) -> JsonClient:
-    """The context's JSON-protocol ``service`` client for ``region`` (no boto3); failures
-    (no region, a bad endpoint URL) as cachelayer errors."""
-    if context is None:
-        raise UpstreamError(f"the {provider} provider was used before configure() was called")
-    client: JsonClient = context.json_client(service, region)
-    return client
 
 
 BATCH_WORKERS = 4  # batch calls of one prefetch in flight at once (each call is 10-20 names)

@@ -7,6 +7,7 @@ import logging
 from typing import Any, Callable, Dict, List, Optional
 
 from cachelayer.errors import ConfigError, PluginError
+from cachelayer.hooks import PluginHooks
 from cachelayer.shared.settings import SharedConfig, redact_url
 from cachelayer.shared.store import SharedStoreKind, StoreOptions
 from cachelayer.shared.tier import SharedTier
@@ -27,34 +28,34 @@ def store_kinds(pm: Any) -> Dict[str, SharedStoreKind]:
     builtin = redis_store.kind()
     kinds: Dict[str, SharedStoreKind] = dict.fromkeys(builtin.schemes, builtin)
     owners: Dict[str, str] = dict.fromkeys(builtin.schemes, "(built in)")
-    for impl in pm.hook.cachelayer_shared_stores.get_hookimpls():
-        try:
-            contributed: List[SharedStoreKind] = list(impl.function() or [])
-        except Exception as exc:
+    for answer in PluginHooks(pm).shared_stores():
+        plugin_name = answer.plugin_name
+        if answer.error is not None:
             log.warning(
                 "plugin %r is skipped: cachelayer_shared_stores() raised %s: %s",
-                impl.plugin_name,
-                type(exc).__name__,
-                exc,
+                plugin_name,
+                type(answer.error).__name__,
+                answer.error,
             )
             continue
+        contributed: List[SharedStoreKind] = list(answer.returned)
         for kind in contributed:
             for scheme in kind.schemes:
                 scheme = scheme.lower()
                 if scheme in kinds and owners[scheme] == "(built in)":
                     log.info(
                         "plugin %r replaces the built-in store for %s://",
-                        impl.plugin_name,
+                        plugin_name,
                         scheme,
                     )
                 elif scheme in kinds:
                     raise PluginError(
                         f"two shared stores claim the URL scheme {scheme!r}: {kinds[scheme].name!r} "
-                        f"(plugin {owners[scheme]!r}) and {kind.name!r} (plugin {impl.plugin_name!r}); "
+                        f"(plugin {owners[scheme]!r}) and {kind.name!r} (plugin {plugin_name!r}); "
                         "uninstall one, or disable one with CACHE_EXTENSION_DISABLE_PLUGINS"
                     )
                 kinds[scheme] = kind
-                owners[scheme] = impl.plugin_name
+                owners[scheme] = plugin_name
     return kinds
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Type
 
 import cachelayer
 from cachelayer_appconfig.provider import MIN_POLL_INTERVAL, AppConfigProfile, AppConfigProvider
@@ -12,6 +12,6 @@ __version__ = "0.1.0"
 
 
 @cachelayer.hookimpl
-def cachelayer_providers() -> List[AppConfigProvider]:
-    """One AppConfig provider, unconfigured: the core hands it the ``appconfig:`` section later."""
-    return [AppConfigProvider()]
+def cachelayer_providers() -> List[Type[AppConfigProvider]]:
+    """The AppConfig provider type: the core builds it from the ``appconfig:`` section."""
+    return [AppConfigProvider]

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
 from cachelayer import (
     BINARY,
-    BadRequestError,
-    ConfigError,
     Duration,
     Item,
+    NameIndex,
     NotFoundError,
     ProviderContext,
-    UpstreamError,
     Value,
+    not_empty,
 )
 from cachelayer.aws import translate_errors
 
@@ -31,16 +30,8 @@ _DEFAULT_POLL_INTERVAL = 60.0
 _NOT_FOUND = ("ResourceNotFoundException",)
 
 
-def _not_empty(instance: Any, attribute: Any, value: str) -> None:
-    if not value or not value.strip():
-        raise ValueError(f"{attribute.name} must not be empty (a name or an ID)", attribute)
-
-
-def _optional_not_empty(instance: Any, attribute: Any, value: Optional[str]) -> None:
-    if value is not None and not value.strip():
-        raise ValueError(
-            f"{attribute.name} must not be empty; leave it out to use the path", attribute
-        )
+_not_empty = not_empty(hint=" (a name or an ID)")
+_optional_not_empty = not_empty(optional=True, hint="; leave it out to use the path")
 
 
 @attrs.frozen
@@ -80,60 +71,54 @@ class _Session:
     value: Optional[Value] = None
 
 
-@attrs.define
+@attrs.frozen
 class AppConfigProvider:
     """Serves the configurations declared in the ``appconfig:`` section on ``GET /appconfig?name=``.
 
-    ``clock`` is monotonic seconds (swap it in tests).
+    ``clock`` is monotonic seconds (swap it in tests: ``from_config(..., clock=...)``). The
+    provider is frozen; what changes is each configuration's Data API session, kept in
+    ``_sessions`` under its own lock.
     """
 
-    name: str = "appconfig"
-    route: str = "appconfig"
+    name: ClassVar[str] = "appconfig"
+    route: ClassVar[str] = "appconfig"
     # Only the Data API is called: it accepts names as well as IDs, so no control-plane
     # ("appconfig") lookups are needed, and the layer keeps one botocore model, not two.
-    services: Tuple[str, ...] = ("appconfigdata",)
-    config_schema: Any = List[AppConfigProfile]
+    services: ClassVar[Tuple[str, ...]] = ("appconfigdata",)
+    config_schema: ClassVar[Any] = List[AppConfigProfile]
+    query_parameters: ClassVar[Tuple[str, ...]] = ()  # name= only
+    ttl_environment_variable: ClassVar[Optional[str]] = None
+
+    _context: ProviderContext
+    _profiles: NameIndex[AppConfigProfile] = attrs.Factory(NameIndex)
     clock: Callable[[], float] = time.monotonic
-    _context: Optional[ProviderContext] = None
-    _profiles: Dict[str, AppConfigProfile] = attrs.Factory(dict)
-    _declared: List[AppConfigProfile] = attrs.Factory(list)
     _sessions: Dict[str, _Session] = attrs.Factory(dict)
     _sessions_lock: threading.Lock = attrs.Factory(threading.Lock)
 
-    def configure(
-        self, config: Optional[Sequence[AppConfigProfile]], context: ProviderContext
-    ) -> None:
+    @classmethod
+    def from_config(
+        cls,
+        config: Optional[Sequence[AppConfigProfile]],
+        context: ProviderContext,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> AppConfigProvider:
         """Index the declared configurations by alias and by path; reject ambiguous names."""
-        self._context = context
-        self._profiles = {}
-        self._declared = []
-        self._sessions = {}
-        for index, profile in enumerate(config or ()):
-            for field, name in (("name", profile.name), ("profile", profile.path)):
-                if name is None:
-                    continue
-                other = self._profiles.get(name)
-                if other is not None and other is not profile:
-                    raise ConfigError(
-                        f"the name {name!r} is declared twice (already {other.path}); "
-                        "give each configuration a distinct name",
-                        key=f"appconfig[{index}].{field}",
-                    )
-                self._profiles[name] = profile
-            self._declared.append(profile)
+        profiles = NameIndex.build(
+            config,
+            names=lambda p: (("name", p.name), ("profile", p.path)),
+            section="appconfig",
+            what="configuration",
+            describe=lambda p: p.path,
+        )
+        return cls(context, profiles, clock)
 
     def declared(self) -> Sequence[Item]:
         """One item per declared configuration, for init-startup prefetch."""
-        return [self._item(p) for p in self._declared]
+        return [self._item(p) for p in self._profiles.entries]
 
     def resolve(self, name: str, params: Mapping[str, str]) -> Item:
         """``name`` is an alias or ``application/environment/profile``; declared ones only."""
-        extra = sorted(k for k in params if k != "name")
-        if extra:
-            raise BadRequestError(
-                f"unknown query parameter(s) {', '.join(extra)} for /appconfig; "
-                "only name= is accepted"
-            )
         profile = self._profiles.get(name)
         if profile is None:
             raise NotFoundError(
@@ -149,10 +134,6 @@ class AppConfigProvider:
         Thread-safe: calls for one configuration are serialised on its session, because each
         poll token may be used once only.
         """
-        if self._context is None:
-            raise UpstreamError(
-                "AppConfigProvider.fetch called before configure(); the core configures providers at startup"
-            )
         profile: AppConfigProfile = item.target
         session = self._session(profile)
         with session.lock:

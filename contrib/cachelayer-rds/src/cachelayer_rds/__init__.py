@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Type
 
 import cachelayer
 from cachelayer_rds.config import RdsSource
@@ -13,9 +13,9 @@ __version__ = "0.1.0"
 
 
 @cachelayer.hookimpl
-def cachelayer_providers() -> List[RdsProvider]:
-    """One RDS provider, unconfigured: the core hands it the ``rds:`` section later."""
-    return [RdsProvider()]
+def cachelayer_providers() -> List[Type[RdsProvider]]:
+    """The RDS provider type: the core builds it from the ``rds:`` section with ``from_config``."""
+    return [RdsProvider]
 
 
 @cachelayer.hookimpl

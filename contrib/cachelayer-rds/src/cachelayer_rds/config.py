@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import attrs
 
-from cachelayer import Duration
+from cachelayer import Duration, not_empty, positive
 from cachelayer_rds.sql import Query, QueryError, parse_query
 
 __all__ = [
@@ -117,9 +117,11 @@ def parse_url(text: str) -> DatabaseUrl:
     )
 
 
+_not_empty = not_empty()
+
+
 def _check_name(instance: Any, attribute: Any, value: str) -> None:
-    if not value or not value.strip():
-        raise ValueError("name must not be empty", attribute)
+    _not_empty(instance, attribute, value)
     if "/" in value or value != value.strip():
         raise ValueError(
             f"name {value!r} may not contain '/' or surrounding blanks: requests are "
@@ -148,9 +150,7 @@ def _positive_rows(instance: Any, attribute: Any, value: int) -> None:
         raise ValueError(f"max_rows must be from 1 to {MAX_ROWS_LIMIT}, got {value!r}", attribute)
 
 
-def _positive_duration(instance: Any, attribute: Any, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be more than 0, e.g. 2s", attribute)
+_positive_duration = positive("duration such as 2s")
 
 
 def _pool(instance: Any, attribute: Any, value: int) -> None:

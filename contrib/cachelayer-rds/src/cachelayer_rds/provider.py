@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import attrs
 
@@ -16,8 +16,8 @@ from cachelayer import (
     JSON,
     BadRequestError,
     CachelayerError,
-    ConfigError,
     Item,
+    NameIndex,
     NotFoundError,
     ProviderContext,
     TransientError,
@@ -132,62 +132,66 @@ class ConnectionPool:
         conn.close()
 
 
-@attrs.define(eq=False)  # compared by identity: the shutdown hook keeps a weak set of them
+@attrs.frozen(eq=False)  # compared by identity: the shutdown hook keeps a weak set of them
 class RdsProvider:
     """Serves the rows of the ``rds:`` section's sources: ``GET /rds?name=<source>/<key>``.
 
     The body is a JSON array of row objects; no rows is ``NotFound``. Providers never cache: the
-    core keeps the answer for the source's ``ttl``.
+    core keeps the answer for the source's ``ttl``. The connection pools are the provider's
+    state; ``opener`` and ``tokens`` can be swapped in tests (``from_config(..., opener=...)``).
     """
 
-    name: str = "rds"
-    route: str = "rds"
+    name: ClassVar[str] = "rds"
+    route: ClassVar[str] = "rds"
     # Only used when the core has no ProviderContext.read (the password secret is then fetched
     # directly); kept so the layer builder keeps the model.
-    services: Tuple[str, ...] = ("secretsmanager",)
-    config_schema: Any = List[RdsSource]
+    services: ClassVar[Tuple[str, ...]] = ("secretsmanager",)
+    config_schema: ClassVar[Any] = List[RdsSource]
+    query_parameters: ClassVar[Tuple[str, ...]] = ()  # name= only
+    ttl_environment_variable: ClassVar[Optional[str]] = None
+
+    _context: ProviderContext
+    _sources: NameIndex[RdsSource] = attrs.Factory(NameIndex)
     opener: Opener = open_connection
     tokens: IamTokens = attrs.Factory(IamTokens)
-    _context: Optional[ProviderContext] = None
-    _sources: Dict[str, RdsSource] = attrs.Factory(dict)
     _pools: Dict[str, ConnectionPool] = attrs.Factory(dict)
 
     def __attrs_post_init__(self) -> None:
-        _LIVE.add(self)
-
-    def configure(self, config: Optional[Sequence[RdsSource]], context: ProviderContext) -> None:
-        """Index the sources by name; no connection is made until the first fetch."""
-        self.close()
-        self._context = context
-        self._sources = {}
-        self._pools = {}
-        for index, source in enumerate(config or ()):
-            other = self._sources.get(source.name)
-            if other is not None:
-                raise ConfigError(
-                    f"the source name {source.name!r} is declared twice; give each a distinct name",
-                    key=f"rds[{index}].name",
-                )
-            self._sources[source.name] = source
+        for source in self._sources.entries:
             self._pools[source.name] = ConnectionPool(
                 size=source.pool_size, open=self._opener_for(source)
             )
+        _LIVE.add(self)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Optional[Sequence[RdsSource]],
+        context: ProviderContext,
+        *,
+        opener: Opener = open_connection,
+        tokens: Optional[IamTokens] = None,
+    ) -> RdsProvider:
+        """Index the sources by name; no connection is made until the first fetch."""
+        sources = NameIndex.build(
+            config,
+            names=lambda source: (("name", source.name),),
+            section="rds",
+            what="source",
+            describe=lambda source: "{}://{}:{}/{}".format(*source.describe()),
+        )
+        return cls(context, sources, opener, tokens or IamTokens())
 
     def declared(self) -> Sequence[Item]:
         """The ``keys`` of each source, for init-startup prefetch."""
-        return [self.resolve(f"{s.name}/{k}", {}) for s in self._sources.values() for k in s.keys]
+        return [self.resolve(f"{s.name}/{k}", {}) for s in self._sources.entries for k in s.keys]
 
     def resolve(self, name: str, params: Mapping[str, str]) -> Item:
         """``name`` is ``<source>/<key>``; the key is everything after the first ``/``."""
-        extra = sorted(k for k in params if k != "name")
-        if extra:
-            raise BadRequestError(
-                f"unknown query parameter(s) {', '.join(extra)} for /rds; only name= is accepted"
-            )
         source_name, slash, key = name.partition("/")
         source = self._sources.get(source_name)
         if source is None:
-            known = ", ".join(sorted(self._sources)) or "none are declared"
+            known = ", ".join(self._sources.names()) or "none are declared"
             raise NotFoundError(
                 f"no rds source named {source_name!r} (sources: {known}); declare it in the "
                 "rds: section of the config"
@@ -216,11 +220,7 @@ class RdsProvider:
     def fetch(self, item: Item) -> Value:
         """Run the source's query for the key: a pooled connection, replaced once if dead."""
         source, key = item.target
-        pool = self._pools.get(source.name)
-        if pool is None:
-            raise UpstreamError(
-                "RdsProvider.fetch called before configure(); the core configures providers at startup"
-            )
+        pool = self._pools[source.name]
         deadline = time.monotonic() + source.deadline
         conn, reused = pool.acquire(deadline)
         while True:
@@ -294,8 +294,6 @@ class RdsProvider:
         secret = source.password_secret
         assert secret is not None
         context = self._context
-        if context is None:
-            raise UpstreamError("the rds provider is not configured")
         try:
             if context.read is not None:
                 return context.read("secrets", secret).body

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Type
 
 import cachelayer
 from cachelayer_s3.provider import DEFAULT_MAX_SIZE, ObjectTooLargeError, S3Object, S3Provider
@@ -18,6 +18,6 @@ __version__ = "0.1.0"
 
 
 @cachelayer.hookimpl
-def cachelayer_providers() -> List[S3Provider]:
-    """One S3 provider, unconfigured: the core hands it the ``s3:`` section later."""
-    return [S3Provider()]
+def cachelayer_providers() -> List[Type[S3Provider]]:
+    """The S3 provider type: the core builds it from the ``s3:`` section with ``from_config``."""
+    return [S3Provider]

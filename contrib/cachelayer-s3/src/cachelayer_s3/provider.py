@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
-import cachelayer
 from cachelayer import (
     BINARY,
-    ConfigError,
+    ByteSize,
     Duration,
     Item,
+    NameIndex,
     NotFoundError,
     ProviderContext,
     UpstreamError,
     Value,
+    not_empty,
+    positive,
 )
 from cachelayer.aws import translate_errors
 
@@ -41,37 +43,21 @@ class ObjectTooLargeError(UpstreamError):
     code = "ObjectTooLarge"
 
 
-def _positive(instance: Any, attribute: Any, value: Optional[int]) -> None:
-    if value is not None and (isinstance(value, bool) or value <= 0):
-        raise ValueError(
-            f"{attribute.name} must be a positive number of bytes, got {value!r}", attribute
-        )
-
-
-def _not_empty(instance: Any, attribute: Any, value: str) -> None:
-    if not value or not value.strip():
-        raise ValueError(f"{attribute.name} must not be empty", attribute)
-
-
-def _optional_not_empty(instance: Any, attribute: Any, value: Optional[str]) -> None:
-    if value is not None:
-        _not_empty(instance, attribute, value)
-
-
 @attrs.frozen
 class S3Object:
     """One declared object of the ``s3:`` section.
 
     ``name`` is an optional alias for requests; without it the object answers to
-    ``<bucket>/<key>``. ``max_size`` is in bytes (default 1 MiB).
+    ``<bucket>/<key>``. ``max_size`` is in bytes, written as a number or with a unit
+    (``2MiB``, ``500KB``; default 1 MiB).
     """
 
-    bucket: str = attrs.field(validator=_not_empty)
-    key: str = attrs.field(validator=_not_empty)
-    name: Optional[str] = attrs.field(default=None, validator=_optional_not_empty)
+    bucket: str = attrs.field(validator=not_empty())
+    key: str = attrs.field(validator=not_empty())
+    name: Optional[str] = attrs.field(default=None, validator=not_empty(optional=True))
     region: Optional[str] = None
     ttl: Optional[Duration] = None
-    max_size: Optional[int] = attrs.field(default=None, validator=_positive)
+    max_size: Optional[ByteSize] = attrs.field(default=None, validator=positive("number of bytes"))
 
     @property
     def path(self) -> str:
@@ -89,49 +75,40 @@ class S3Object:
         return self.max_size if self.max_size is not None else DEFAULT_MAX_SIZE
 
 
-@attrs.define
+@attrs.frozen
 class S3Provider:
     """Serves the objects declared in the ``s3:`` section on ``GET /s3?name=``."""
 
-    name: str = "s3"
-    route: str = "s3"
-    services: Tuple[str, ...] = ("s3",)
-    config_schema: Any = List[S3Object]
-    _context: Optional[ProviderContext] = None
-    _objects: Dict[str, S3Object] = attrs.Factory(dict)
-    _declared: List[S3Object] = attrs.Factory(list)
+    name: ClassVar[str] = "s3"
+    route: ClassVar[str] = "s3"
+    services: ClassVar[Tuple[str, ...]] = ("s3",)
+    config_schema: ClassVar[Any] = List[S3Object]
+    query_parameters: ClassVar[Tuple[str, ...]] = ()  # name= only
+    ttl_environment_variable: ClassVar[Optional[str]] = None
 
-    def configure(self, config: Optional[Sequence[S3Object]], context: ProviderContext) -> None:
+    _context: ProviderContext
+    _objects: NameIndex[S3Object] = attrs.Factory(NameIndex)
+
+    @classmethod
+    def from_config(
+        cls, config: Optional[Sequence[S3Object]], context: ProviderContext
+    ) -> S3Provider:
         """Index the declared objects by alias and by ``bucket/key``; reject ambiguous names."""
-        self._context = context
-        self._objects = {}
-        self._declared = []
-        for index, obj in enumerate(config or ()):
-            where = f"s3[{index}]"
-            for field, name in (("name", obj.name), ("key", obj.path)):
-                if name is None:
-                    continue
-                other = self._objects.get(name)
-                if other is not None and other is not obj:
-                    raise ConfigError(
-                        f"the name {name!r} is declared twice (already s3://{other.path}); "
-                        "give each object a distinct name",
-                        key=f"{where}.{field}",
-                    )
-                self._objects[name] = obj
-            self._declared.append(obj)
+        objects = NameIndex.build(
+            config,
+            names=lambda obj: (("name", obj.name), ("key", obj.path)),
+            section="s3",
+            what="object",
+            describe=lambda obj: f"s3://{obj.path}",
+        )
+        return cls(context, objects)
 
     def declared(self) -> Sequence[Item]:
         """One item per declared object, for init-startup prefetch."""
-        return [self._item(obj) for obj in self._declared]
+        return [self._item(obj) for obj in self._objects.entries]
 
     def resolve(self, name: str, params: Mapping[str, str]) -> Item:
         """``name`` is an alias or ``bucket/key``; only declared objects are served."""
-        extra = sorted(k for k in params if k != "name")
-        if extra:
-            raise cachelayer.BadRequestError(
-                f"unknown query parameter(s) {', '.join(extra)} for /s3; only name= is accepted"
-            )
         obj = self._objects.get(name)
         if obj is None:
             raise NotFoundError(
@@ -167,10 +144,6 @@ class S3Provider:
 
     def _get(self, item: Item, etag: Optional[str]) -> Optional[Value]:
         """The object's value, or None when ``etag`` still matches (304)."""
-        if self._context is None:
-            raise UpstreamError(
-                "S3Provider.fetch called before configure(); the core configures providers at startup"
-            )
         # botocore is imported on first use, not at plugin load: the extension must register
         # with Lambda before paying for it.
         from botocore.exceptions import ClientError

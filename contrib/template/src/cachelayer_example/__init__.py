@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Type
 
 import cachelayer
 from cachelayer_example.provider import ExampleItem, ExampleProvider
@@ -11,6 +11,6 @@ __all__ = ["ExampleItem", "ExampleProvider", "cachelayer_providers"]
 
 
 @cachelayer.hookimpl
-def cachelayer_providers() -> List[ExampleProvider]:
-    """Called once at startup: return your providers, unconfigured, with no I/O."""
-    return [ExampleProvider()]
+def cachelayer_providers() -> List[Type[ExampleProvider]]:
+    """Called once at startup: return your provider types (classes), with no I/O."""
+    return [ExampleProvider]

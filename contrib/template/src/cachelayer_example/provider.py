@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, ClassVar, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
 from cachelayer import (
     TEXT,
-    BadRequestError,
     Duration,
     Item,
+    NameIndex,
     NotFoundError,
     ProviderContext,
-    UpstreamError,
     Value,
+    not_empty,
 )
 from cachelayer.aws import translate_errors
 
@@ -23,38 +23,46 @@ from cachelayer.aws import translate_errors
 class ExampleItem:
     """One entry of the ``example:`` section. The core validates the YAML against these fields."""
 
-    name: str
+    name: str = attrs.field(validator=not_empty("parameter name"))
     region: Optional[str] = None
     ttl: Optional[Duration] = None
 
 
-@attrs.define
+@attrs.frozen
 class ExampleProvider:
-    """Serves the parameters declared in ``example:`` on ``GET /example?name=``."""
+    """Serves the parameters declared in ``example:`` on ``GET /example?name=``.
 
-    name: str = "example"  # the config section
-    route: str = "example"  # GET /example?name=...
-    services: Tuple[str, ...] = ("ssm",)  # botocore service names you call
-    config_schema: Any = List[ExampleItem]
-    _context: Optional[ProviderContext] = None
-    _items: Dict[str, ExampleItem] = attrs.Factory(dict)
+    The class says what the core needs before any config is read; ``from_config`` builds a
+    ready, frozen provider from the validated section.
+    """
 
-    def configure(self, config: Optional[Sequence[ExampleItem]], context: ProviderContext) -> None:
-        """Keep the validated section and the context. No network I/O here."""
-        self._context = context
-        self._items = {entry.name: entry for entry in config or ()}
+    name: ClassVar[str] = "example"  # the config section
+    route: ClassVar[str] = "example"  # GET /example?name=...
+    services: ClassVar[Tuple[str, ...]] = ("ssm",)  # botocore service names you call
+    config_schema: ClassVar[Any] = List[ExampleItem]
+    query_parameters: ClassVar[Tuple[str, ...]] = ()  # besides name=; others are refused (400)
+    ttl_environment_variable: ClassVar[Optional[str]] = None  # e.g. "EXAMPLE_TTL" (seconds)
+
+    _context: ProviderContext
+    _items: NameIndex[ExampleItem] = attrs.Factory(NameIndex)
+
+    @classmethod
+    def from_config(
+        cls, config: Optional[Sequence[ExampleItem]], context: ProviderContext
+    ) -> ExampleProvider:
+        """Index the validated section (``None`` when absent). No network I/O here."""
+        items = NameIndex.build(
+            config, names=lambda entry: (("name", entry.name),), section="example", what="entry"
+        )
+        return cls(context, items)
 
     def declared(self) -> Sequence[Item]:
         """What init_startup prefetches."""
-        return [self._item(entry) for entry in self._items.values()]
+        return [self._item(entry) for entry in self._items.entries]
 
     def resolve(self, name: str, params: Mapping[str, str]) -> Item:
-        """Turn ``?name=`` (and any other query parameter) into an Item, or refuse clearly."""
-        extra = sorted(k for k in params if k != "name")
-        if extra:
-            raise BadRequestError(
-                f"unknown query parameter(s) {', '.join(extra)}; only name= is accepted"
-            )
+        """Turn ``?name=`` into an Item, or refuse clearly (the router already refused any
+        query parameter not in ``query_parameters``)."""
         entry = self._items.get(name)
         if entry is None:
             raise NotFoundError(f"{name!r} is not declared in the example: section of the config")
@@ -62,10 +70,6 @@ class ExampleProvider:
 
     def fetch(self, item: Item) -> Value:
         """Blocking call to the service, in a worker thread. Never cache here: the core does."""
-        if self._context is None:
-            raise UpstreamError(
-                "ExampleProvider.fetch called before configure(); the core configures providers at startup"
-            )
         entry: ExampleItem = item.target
         client = self._context.client("ssm", entry.region)
         with translate_errors(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Type
 
 import cachelayer
 from cachelayer.providers.dynamodb.config import DynamoDbConfig, DynamoDbSection, DynamoItem
@@ -20,6 +20,6 @@ __all__ = [
 
 
 @cachelayer.hookimpl
-def cachelayer_providers() -> List[DynamoDbProvider]:
-    """This plugin's one provider."""
-    return [DynamoDbProvider()]
+def cachelayer_providers() -> List[Type[DynamoDbProvider]]:
+    """This plugin's one provider type."""
+    return [DynamoDbProvider]

@@ -9,7 +9,7 @@ from typing import Any, List, Literal, Optional, Union
 
 import attrs
 
-from cachelayer import Duration
+from cachelayer import Duration, not_empty
 from cachelayer.providers._named import check_region, check_ttl
 
 __all__ = ["DynamoDbConfig", "DynamoDbSection", "DynamoItem", "KeyType", "check_key_value"]
@@ -33,14 +33,8 @@ def check_key_value(keytype: str, value: str, what: str) -> None:
             raise ValueError(f"{what} must be base64 for key type B, got {value!r}") from None
 
 
-def _non_empty(instance: Any, attribute: Any, value: Any) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{attribute.name} must be a non-empty string, got {value!r}")
-
-
-def _optional_non_empty(instance: Any, attribute: Any, value: Any) -> None:
-    if value is not None:
-        _non_empty(instance, attribute, value)
+_non_empty = not_empty("string")
+_optional_non_empty = not_empty("string", optional=True)
 
 
 def _key_type(instance: Any, attribute: Any, value: Any) -> None:

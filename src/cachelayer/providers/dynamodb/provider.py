@@ -21,7 +21,7 @@ from cachelayer import (
     TransientError,
     Value,
 )
-from cachelayer.providers._named import client_for, target_of
+from cachelayer.providers._named import target_of
 from cachelayer.providers.dynamodb.config import (
     DynamoDbConfig,
     DynamoDbSection,
@@ -93,7 +93,7 @@ def _value(table: str, attributes: Mapping[str, Any]) -> Value:
     )
 
 
-@attrs.define
+@attrs.frozen
 class DynamoDbProvider:
     """Serves DynamoDB items: ``GET /dynamodb?name=<table>-<hashkeyvalue>[-<sortkeyvalue>]``.
 
@@ -106,23 +106,32 @@ class DynamoDbProvider:
     route: ClassVar[str] = "dynamodb"
     services: ClassVar[Tuple[str, ...]] = ("dynamodb",)
     config_schema: ClassVar[Any] = DynamoDbConfig
+    query_parameters: ClassVar[Tuple[str, ...]] = ()
+    ttl_environment_variable: ClassVar[Optional[str]] = None
 
-    sleep: Callable[[float], None] = time.sleep
-    _context: Optional[ProviderContext] = None
-    _declared: Dict[str, Item] = attrs.Factory(dict)
+    _context: ProviderContext
+    _declared: Mapping[str, Item] = attrs.Factory(dict)
     # Longest table name first, so resolve's prefix match prefers "orders-archive" to "orders".
-    _hash_only_tables: Dict[str, DynamoItem] = attrs.Factory(dict)
+    _hash_only_tables: Mapping[str, DynamoItem] = attrs.Factory(dict)
     _section_ttl: Optional[float] = None
+    sleep: Callable[[float], None] = time.sleep
 
-    def configure(self, config: Optional[DynamoDbConfig], context: ProviderContext) -> None:
+    @classmethod
+    def from_config(
+        cls,
+        config: Optional[DynamoDbConfig],
+        context: ProviderContext,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> DynamoDbProvider:
         """Index the declared items by their sample-style names."""
         if config is None:
-            entries, section_ttl = [], None
+            entries, raw_ttl = [], None
         elif isinstance(config, DynamoDbSection):
-            entries, section_ttl = list(config.items), config.ttl
+            entries, raw_ttl = list(config.items), config.ttl
         else:
-            entries, section_ttl = list(config), None
-        self._section_ttl = None if section_ttl is None else float(section_ttl)
+            entries, raw_ttl = list(config), None
+        section_ttl = None if raw_ttl is None else float(raw_ttl)
         declared: Dict[str, Item] = {}
         hash_only: Dict[str, DynamoItem] = {}
         for index, entry in enumerate(entries):
@@ -139,18 +148,15 @@ class DynamoDbProvider:
                 key.append((entry.sortkey, entry.sortkeytype, entry.sortkeyvalue))
             else:
                 hash_only.setdefault(entry.table, entry)
-            ttl = entry.ttl if entry.ttl is not None else self._section_ttl
+            ttl = entry.ttl if entry.ttl is not None else section_ttl
             declared[name] = Item(
-                route=self.route,
+                route=cls.route,
                 name=name,
                 ttl=None if ttl is None else float(ttl),
                 target=DynamoTarget(entry.region, entry.table, tuple(key)),
             )
-        self._context = context
-        self._declared = declared
-        self._hash_only_tables = {
-            table: hash_only[table] for table in sorted(hash_only, key=len, reverse=True)
-        }
+        tables = {table: hash_only[table] for table in sorted(hash_only, key=len, reverse=True)}
+        return cls(context, declared, tables, section_ttl, sleep)
 
     def declared(self) -> Sequence[Item]:
         """Every declared item."""
@@ -158,18 +164,10 @@ class DynamoDbProvider:
 
     def resolve(self, name: str, params: Mapping[str, str]) -> Item:
         """A declared name, or ``<table>-<hash value>`` of a declared hash-only table."""
-        unknown = sorted(k for k in params if k != "name")
-        if unknown:
-            raise BadRequestError(
-                f"unknown query parameter(s) {', '.join(map(repr, unknown))} for /{self.route}; "
-                "it takes only 'name'"
-            )
-        if not name:
-            raise BadRequestError(f"/{self.route} needs a non-empty 'name' query parameter")
         item = self._declared.get(name)
         if item is not None:
             return item
-        # Longest table first (configure's order): tables may contain '-' ("orders-archive").
+        # Longest table first (from_config's order): tables may contain '-' ("orders-archive").
         for table, entry in self._hash_only_tables.items():
             if name.startswith(table + "-") and len(name) > len(table) + 1:
                 value = name[len(table) + 1 :]
@@ -302,7 +300,8 @@ class DynamoDbProvider:
         return target_of(item, DynamoTarget, self.resolve)
 
     def _default_region(self) -> Optional[str]:
-        return self._context.default_region if self._context else None
+        return self._context.default_region
 
     def _client(self, region: Optional[str]) -> JsonClient:
-        return client_for(self._context, "dynamodb", region, provider="dynamodb")
+        client: JsonClient = self._context.json_client("dynamodb", region)
+        return client

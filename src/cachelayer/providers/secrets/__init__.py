@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Type
 
 import cachelayer
 from cachelayer.providers.secrets.config import (
@@ -24,6 +24,6 @@ __all__ = [
 
 
 @cachelayer.hookimpl
-def cachelayer_providers() -> List[SecretsManagerProvider]:
-    """This plugin's one provider."""
-    return [SecretsManagerProvider()]
+def cachelayer_providers() -> List[Type[SecretsManagerProvider]]:
+    """This plugin's one provider type."""
+    return [SecretsManagerProvider]

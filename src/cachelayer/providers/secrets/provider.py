@@ -22,8 +22,6 @@ from cachelayer import (
 from cachelayer.aws import classify_code
 from cachelayer.providers._named import (
     Declarations,
-    check_query,
-    client_for,
     fetch_or_error,
     run_batches,
     target_of,
@@ -35,7 +33,6 @@ __all__ = ["SecretsManagerProvider"]
 NOT_FOUND_CODES = ("ResourceNotFoundException",)
 BATCH_SIZE = 20  # BatchGetSecretValue accepts at most 20 ids in SecretIdList
 MAX_PAGES = 5  # NextToken rounds per batch; 20 ids never need more than a few pages
-ALLOWED_PARAMS = ("name", "versionId", "versionStage")
 
 
 def secret_deleted(code: str, message: str) -> bool:
@@ -87,26 +84,31 @@ def _value(fields: Mapping[str, Any]) -> Value:
     )
 
 
-@attrs.define
+@attrs.frozen
 class SecretsManagerProvider:
     """Serves Secrets Manager secrets: ``GET /secrets?name=<id>[&versionId=|&versionStage=]``.
 
     String secrets are served as UTF-8 text, binary secrets as raw bytes. Undeclared ids are
-    served too, from the default region.
+    served too, from the default region. ``SECRETS_MANAGER_TTL`` (AWS's extension's variable)
+    sets the section's TTL.
     """
 
     name: ClassVar[str] = "secrets"
     route: ClassVar[str] = "secrets"
     services: ClassVar[Tuple[str, ...]] = ("secretsmanager",)
     config_schema: ClassVar[Any] = SecretsConfig
+    query_parameters: ClassVar[Tuple[str, ...]] = ("versionId", "versionStage")
+    ttl_environment_variable: ClassVar[Optional[str]] = "SECRETS_MANAGER_TTL"
 
-    _context: Optional[ProviderContext] = None
+    _context: ProviderContext
     _declarations: Declarations = attrs.Factory(Declarations)
 
-    def configure(self, config: Optional[SecretsConfig], context: ProviderContext) -> None:
+    @classmethod
+    def from_config(
+        cls, config: Optional[SecretsConfig], context: ProviderContext
+    ) -> SecretsManagerProvider:
         """Index the declared ids with their region and TTL (item > group > section)."""
-        self._declarations = Declarations.from_config(config, section="secrets", noun="secret")
-        self._context = context
+        return cls(context, Declarations.from_config(config, section="secrets", noun="secret"))
 
     def declared(self) -> Sequence[Item]:
         """Every declared secret, current version."""
@@ -114,7 +116,6 @@ class SecretsManagerProvider:
 
     def resolve(self, name: str, params: Mapping[str, str]) -> Item:
         """Turn a secret id plus ``versionId`` / ``versionStage`` into an Item."""
-        check_query(self.route, name, params, ALLOWED_PARAMS)
         version_id, version_stage = params.get("versionId"), params.get("versionStage")
         if version_id is not None and version_stage is not None:
             raise BadRequestError("give either 'versionId' or 'versionStage', not both")
@@ -231,10 +232,11 @@ class SecretsManagerProvider:
         return target_of(item, SecretTarget, self.resolve)
 
     def _default_region(self) -> Optional[str]:
-        return self._context.default_region if self._context else None
+        return self._context.default_region
 
     def _client(self, region: Optional[str]) -> JsonClient:
-        return client_for(self._context, "secretsmanager", region, provider="secrets")
+        client: JsonClient = self._context.json_client("secretsmanager", region)
+        return client
 
 
 def _is_secret(secret_id: str, fields: Mapping[str, Any]) -> bool:

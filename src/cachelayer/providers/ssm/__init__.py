@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Type
 
 import cachelayer
 from cachelayer.providers.ssm.config import (
@@ -24,6 +24,6 @@ __all__ = [
 
 
 @cachelayer.hookimpl
-def cachelayer_providers() -> List[ParameterStoreProvider]:
-    """This plugin's one provider."""
-    return [ParameterStoreProvider()]
+def cachelayer_providers() -> List[Type[ParameterStoreProvider]]:
+    """This plugin's one provider type."""
+    return [ParameterStoreProvider]

@@ -19,8 +19,6 @@ from cachelayer import (
 )
 from cachelayer.providers._named import (
     Declarations,
-    check_query,
-    client_for,
     fetch_or_error,
     run_batches,
     target_of,
@@ -32,7 +30,6 @@ __all__ = ["ParameterStoreProvider"]
 REFERENCE_PREFIX = "/aws/reference/secretsmanager/"
 NOT_FOUND_CODES = ("ParameterNotFound", "ParameterVersionNotFound")
 BATCH_SIZE = 10  # GetParameters accepts at most 10 names
-ALLOWED_PARAMS = ("name", "version", "label", "withDecryption")
 _VERSION = re.compile(r"^[1-9][0-9]{0,18}$")
 _BOOLS = {"true": True, "false": False}
 
@@ -46,29 +43,34 @@ class ParameterTarget:
     decrypt: bool
 
 
-@attrs.define
+@attrs.frozen
 class ParameterStoreProvider:
     """Serves SSM Parameter Store parameters: ``GET /parameters?name=<name>``.
 
     Query parameters: ``version`` or ``label`` (not both) and ``withDecryption`` (default true).
     Names under ``/aws/reference/secretsmanager/`` read Secrets Manager through SSM and are
     always decrypted. Undeclared names are served too, from the default region.
+    ``SSM_PARAMETER_STORE_TTL`` (AWS's extension's variable) sets the section's TTL.
     """
 
     name: ClassVar[str] = "parameters"
     route: ClassVar[str] = "parameters"
     services: ClassVar[Tuple[str, ...]] = ("ssm",)
     config_schema: ClassVar[Any] = ParametersConfig
+    query_parameters: ClassVar[Tuple[str, ...]] = ("version", "label", "withDecryption")
+    ttl_environment_variable: ClassVar[Optional[str]] = "SSM_PARAMETER_STORE_TTL"
 
-    _context: Optional[ProviderContext] = None
+    _context: ProviderContext
     _declarations: Declarations = attrs.Factory(Declarations)
 
-    def configure(self, config: Optional[ParametersConfig], context: ProviderContext) -> None:
+    @classmethod
+    def from_config(
+        cls, config: Optional[ParametersConfig], context: ProviderContext
+    ) -> ParameterStoreProvider:
         """Index the declared names with their region and TTL (item > group > section)."""
-        self._declarations = Declarations.from_config(
-            config, section="parameters", noun="parameter"
+        return cls(
+            context, Declarations.from_config(config, section="parameters", noun="parameter")
         )
-        self._context = context
 
     def declared(self) -> Sequence[Item]:
         """Every declared name, with its default variant (latest version, decrypted)."""
@@ -76,7 +78,6 @@ class ParameterStoreProvider:
 
     def resolve(self, name: str, params: Mapping[str, str]) -> Item:
         """Turn ``name`` plus ``version``/``label``/``withDecryption`` into an Item."""
-        check_query(self.route, name, params, ALLOWED_PARAMS)
         version, label = params.get("version"), params.get("label")
         if version is not None and label is not None:
             raise BadRequestError("give either 'version' or 'label', not both")
@@ -193,10 +194,11 @@ class ParameterStoreProvider:
         return target_of(item, ParameterTarget, self.resolve)
 
     def _default_region(self) -> Optional[str]:
-        return self._context.default_region if self._context else None
+        return self._context.default_region
 
     def _client(self, region: Optional[str]) -> JsonClient:
-        return client_for(self._context, "ssm", region, provider="parameters")
+        client: JsonClient = self._context.json_client("ssm", region)
+        return client
 
 
 def _rounds(items: Sequence[Item]) -> List[List[Item]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, ClassVar, List, Mapping, Optional, Sequence, Tuple, Type
 
 import cachelayer
 from cachelayer import TEXT, BadRequestError, Item, ProviderContext, UpstreamError, Value
@@ -17,13 +17,16 @@ class IdentityProvider:
     route: ClassVar[str] = "identity"
     services: ClassVar[Tuple[str, ...]] = ("sts",)
     config_schema: ClassVar[Any] = None
+    query_parameters: ClassVar[Tuple[str, ...]] = ()
+    ttl_environment_variable: ClassVar[Optional[str]] = None
 
-    def __init__(self) -> None:
-        self._context: Optional[ProviderContext] = None
-
-    def configure(self, config: Any, context: ProviderContext) -> None:
-        """Keep the context; this provider takes no configuration."""
+    def __init__(self, context: ProviderContext) -> None:
         self._context = context
+
+    @classmethod
+    def from_config(cls, config: Any, context: ProviderContext) -> IdentityProvider:
+        """Keep the context; this provider takes no configuration."""
+        return cls(context)
 
     def declared(self) -> Sequence[Item]:
         """The account id, so init startup prefetches it."""
@@ -39,7 +42,6 @@ class IdentityProvider:
 
     def fetch(self, item: Item) -> Value:
         """One GetCallerIdentity call."""
-        assert self._context is not None, "configure() first"
         try:
             answer = self._context.client("sts", None).get_caller_identity()
         except Exception as exc:  # any botocore failure: this test provider does not classify
@@ -48,6 +50,6 @@ class IdentityProvider:
 
 
 @cachelayer.hookimpl
-def cachelayer_providers() -> List[IdentityProvider]:
-    """This plugin's one provider."""
-    return [IdentityProvider()]
+def cachelayer_providers() -> List[Type[IdentityProvider]]:
+    """This plugin's one provider type."""
+    return [IdentityProvider]
