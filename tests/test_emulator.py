@@ -7,6 +7,9 @@ import http.client
 import json
 import os
 import signal
+import socket
+import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -271,6 +274,55 @@ def process_state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
+class TestNoIoBeforeOpen:
+    def test_construction_makes_no_directory_and_binds_no_socket(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Constructing LocalLambda makes no log directory (given or temporary) and binds no
+        socket; open() makes the directory and serves the APIs on one bound port, and close()
+        removes the temporary directory."""
+        temp_root = tmp_path / "tmp"
+        temp_root.mkdir()
+        monkeypatch.setattr(tempfile, "tempdir", str(temp_root))
+        binds: list = []
+        real_bind = socket.socket.bind
+
+        def recording_bind(sock: socket.socket, address: Any) -> None:
+            if threading.get_ident() == threading.main_thread().ident:
+                binds.append(address)
+            real_bind(sock, address)
+
+        monkeypatch.setattr(socket.socket, "bind", recording_bind)
+        given = LocalLambda(
+            extensions_dir=tmp_path / "extensions",
+            handler="app.handler",
+            handler_dir=HANDLERS_DIR,
+            log_dir=tmp_path / "logs",
+        )
+        own = LocalLambda(extensions_dir=None, handler="app.handler", handler_dir=HANDLERS_DIR)
+        assert binds == []
+        assert not (tmp_path / "logs").exists()
+        assert list(temp_root.iterdir()) == []
+        with pytest.raises(RuntimeError, match=r"before open\(\)"):
+            own.runtime_api  # noqa: B018 - the property's error is what is tested
+        try:
+            given.open()
+            own.open()
+            assert len(binds) == 2
+            assert (tmp_path / "logs").is_dir()
+            (own_dir,) = temp_root.iterdir()
+            assert own.log_dir == own_dir
+            host, port = own.runtime_api.split(":")
+            conn = http.client.HTTPConnection(host, int(port), timeout=5)
+            conn.request("GET", RT + "nothing")
+            assert conn.getresponse().status == 404
+            conn.close()
+        finally:
+            given.close()
+            own.close()
+        assert list(temp_root.iterdir()) == []
+
+
 @pytest.mark.slow
 class TestInitOrdering:
     def test_runtime_starts_only_after_every_extension_registered(self, tmp_path: Path) -> None:
@@ -438,7 +490,7 @@ class TestInvoke:
         write_test_extension(tmp_path / "extensions", "ext")
         with lambda_fn(tmp_path) as fn:
             fn.invoke({"op": "echo"})
-            pids = [p.popen.pid for p in fn._processes]
+            pids = [p.popen.pid for p in fn.processes]
             assert [process_state(pid) for pid in pids] == ["T"] * len(pids)
             assert fn.invoke({"op": "echo"}, freeze_between=0.2).ok
             with fn.thawed():
@@ -513,7 +565,7 @@ class TestCrash:
         write_test_extension(tmp_path / "extensions", "ext")
         with lambda_fn(tmp_path) as fn:
             fn.invoke({"op": "echo"})
-            pid = next(p.popen.pid for p in fn._processes if p.name == "ext")
+            pid = next(p.popen.pid for p in fn.processes if p.name == "ext")
             os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 5
             while not fn.crashes and time.monotonic() < deadline:

@@ -206,7 +206,7 @@ class TestLifecycle:
         """SIGTERM (outside a SHUTDOWN event) also stops it with exit code 0."""
         write_dev_launcher(tmp_path / "ext")
         with local(tmp_path, tmp_path / "ext", function_env) as fn:
-            proc = next(p for p in fn._processes if p.name == "cachelayer")
+            proc = next(p for p in fn.processes if p.name == "cachelayer")
             fn.thaw()
             os.kill(proc.popen.pid, signal.SIGTERM)
             assert proc.popen.wait(timeout=5) == 0
@@ -438,7 +438,7 @@ class TestLayerLauncher:
         with local(tmp_path, extensions, env) as fn:
             assert fn.init_reports[0].ok, fn.log("cachelayer")
             assert read(fn, PARAM_PATH)["body"] == SAMPLE_PARAMETER_VALUE
-            proc = next(p for p in fn._processes if p.name == "cachelayer")
+            proc = next(p for p in fn.processes if p.name == "cachelayer")
             argv = Path(f"/proc/{proc.popen.pid}/cmdline").read_bytes().split(b"\0")
             report = fn.shutdown()
         # exec'd: the launcher's pid is Python's own, with isolation flags.

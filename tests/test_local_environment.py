@@ -8,12 +8,12 @@ import socket
 import sys
 import textwrap
 from pathlib import Path
-from typing import Dict
+from typing import Callable, Dict, Iterator, List
 
 import pytest
 
 from cachelayer.cli import main as cli_main
-from cachelayer.local.emulator import HIDDEN_FROM_EXTENSIONS, LocalLambda
+from cachelayer.local import HIDDEN_FROM_EXTENSIONS, LocalLambda
 from cachelayer.testing.sample import SAMPLE_PARAMETER_VALUE, seed_sample
 from test_metrics import check_emf
 
@@ -78,19 +78,32 @@ WITHHELD = {
     "_HANDLER",
 }
 CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+MakeEnvironment = Callable[[Dict[str, str]], LocalLambda]
 
 
-def environment_of(tmp_path: Path, env: Dict[str, str]) -> LocalLambda:
-    """An emulator that is never started: its environments are computed, no process runs."""
-    return LocalLambda(
-        extensions_dir=None,
-        handler="app.handler",
-        handler_dir=tmp_path,
-        env=env,
-        function_name="orders",
-        memory_size_mb=512,
-        log_dir=tmp_path / "logs",
-    )
+@pytest.fixture()
+def environment_of(tmp_path: Path) -> Iterator[MakeEnvironment]:
+    """Emulators that are opened (their API port bound, so the environments can be computed)
+    but never started: no process runs. Each is closed after the test."""
+    opened: List[LocalLambda] = []
+
+    def make(env: Dict[str, str]) -> LocalLambda:
+        fn = LocalLambda(
+            extensions_dir=None,
+            handler="app.handler",
+            handler_dir=tmp_path,
+            env=env,
+            function_name="orders",
+            memory_size_mb=512,
+            log_dir=tmp_path / "logs",
+        )
+        opened.append(fn)
+        fn.open()
+        return fn
+
+    yield make
+    for fn in opened:
+        fn.close()
 
 
 @pytest.fixture()
@@ -101,10 +114,10 @@ def no_host_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 class TestFunctionEnvironment:
     def test_every_documented_variable_is_set(
-        self, tmp_path: Path, no_host_credentials: None
+        self, environment_of: MakeEnvironment, tmp_path: Path, no_host_credentials: None
     ) -> None:
         """The function gets each variable Lambda documents, none of them empty."""
-        env = environment_of(tmp_path, {}).function_environment()
+        env = environment_of({}).function_environment()
         missing = LAMBDA_FUNCTION_VARIABLES - set(env)
         assert not missing, f"Lambda sets these, the emulator does not: {sorted(missing)}"
         assert all(env[k] for k in LAMBDA_FUNCTION_VARIABLES)
@@ -120,24 +133,24 @@ class TestFunctionEnvironment:
         )
 
     def test_test_credentials_when_the_caller_has_none(
-        self, tmp_path: Path, no_host_credentials: None
+        self, environment_of: MakeEnvironment, tmp_path: Path, no_host_credentials: None
     ) -> None:
         """Without credentials anywhere, the function still gets all three, a session token
         included (functions send it to the extension), the same for the whole environment."""
-        fn = environment_of(tmp_path, {})
+        fn = environment_of({})
         first, again = fn.function_environment(), fn.function_environment()
         assert all(first[k] for k in CREDENTIALS)
         assert {k: first[k] for k in CREDENTIALS} == {k: again[k] for k in CREDENTIALS}
         assert first["AWS_LAMBDA_LOG_STREAM_NAME"] == again["AWS_LAMBDA_LOG_STREAM_NAME"]
 
     def test_credentials_come_from_the_callers_environment(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        self, environment_of: MakeEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """This process's credentials are passed on, token included, as a role's would be."""
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDHOST")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "host-secret")
         monkeypatch.setenv("AWS_SESSION_TOKEN", "host-token")
-        env = environment_of(tmp_path, {}).function_environment()
+        env = environment_of({}).function_environment()
         assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (
             "AKIDHOST",
             "host-secret",
@@ -145,13 +158,13 @@ class TestFunctionEnvironment:
         assert env["AWS_SESSION_TOKEN"] == "host-token"
 
     def test_env_argument_wins_over_the_host(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        self, environment_of: MakeEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Credentials given with ``env`` (``--env``) replace the host's."""
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDHOST")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "host-secret")
         env = environment_of(
-            tmp_path, {"AWS_ACCESS_KEY_ID": "AKIDARG", "AWS_SECRET_ACCESS_KEY": "arg-secret"}
+            {"AWS_ACCESS_KEY_ID": "AKIDARG", "AWS_SECRET_ACCESS_KEY": "arg-secret"}
         ).function_environment()
         assert (
             env["AWS_ACCESS_KEY_ID"] == "AKIDARG" and env["AWS_SECRET_ACCESS_KEY"] == "arg-secret"
@@ -161,10 +174,10 @@ class TestFunctionEnvironment:
 
 class TestExtensionEnvironment:
     def test_extension_gets_the_functions_minus_the_withheld(
-        self, tmp_path: Path, no_host_credentials: None
+        self, environment_of: MakeEnvironment, tmp_path: Path, no_host_credentials: None
     ) -> None:
         """Extensions get every variable LAMBDA_API.md lists for them and none it withholds."""
-        fn = environment_of(tmp_path, {"CUSTOMER": "x"})
+        fn = environment_of({"CUSTOMER": "x"})
         function, extension = fn.function_environment(), fn.extension_environment()
         assert HIDDEN_FROM_EXTENSIONS == WITHHELD
         assert not WITHHELD & set(extension)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from cachelayer.layer_builder import runtime_bundle
+from cachelayer.layer_builder import debian, elf
 from cachelayer.layer_builder.cli import register, run_build
 from cachelayer.layer_builder.errors import LayerBuildError
 from cachelayer.layer_builder.targets import ELF_MACHINES, Target
@@ -135,7 +135,7 @@ class TestTargets:
         if shutil.which("apt-cache") is None:
             pytest.skip("not a Debian machine")
         with pytest.raises(LayerBuildError, match="dpkg --add-architecture s390x"):
-            runtime_bundle._candidate("libc6:s390x", dict(os.environ))
+            debian.apt_candidate("libc6:s390x", dict(os.environ))
 
 
 @needs_debian
@@ -148,8 +148,8 @@ class TestStandaloneBuild:
         assert "cachelayer/python-runtime/bin/python3.11" in elves
         loader = "cachelayer/python-runtime/lib/ld-linux-x86-64.so.2"
         for name, path in elves.items():
-            assert runtime_bundle.elf_machine(path) == ELF_MACHINES["x86_64"], name
-            interp = runtime_bundle.elf_interpreter(path)
+            assert elf.elf_machine(path) == ELF_MACHINES["x86_64"], name
+            interp = elf.elf_interpreter(path)
             assert interp in (None, "/opt/" + loader), (name, interp)
 
     def test_metadata_names_the_interpreter_and_its_packages(
@@ -421,8 +421,8 @@ class TestArm64UnderQemu:
         elves = _elf_members(arm_layer["zip"], tmp_path)
         assert len(elves) > 10
         for name, path in elves.items():
-            assert runtime_bundle.elf_machine(path) == ELF_MACHINES["arm64"], name
-            interp = runtime_bundle.elf_interpreter(path)
+            assert elf.elf_machine(path) == ELF_MACHINES["arm64"], name
+            interp = elf.elf_interpreter(path)
             assert interp in (None, "/opt/cachelayer/python-runtime/lib/ld-linux-aarch64.so.1")
 
     def test_extension_serves_the_sample_under_qemu(

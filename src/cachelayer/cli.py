@@ -30,7 +30,7 @@ def install_loop_policy() -> None:
 # -- serve ------------------------------------------------------------------------------------
 
 
-async def _serve(app: Any, ready_fd: Optional[int] = None) -> None:
+async def _serve(app: Any) -> None:
     from cachelayer.server import Server
 
     server = Server(app)

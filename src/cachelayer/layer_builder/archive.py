@@ -88,12 +88,6 @@ def tree_size(root: Path) -> int:
     return sum(os.path.getsize(p) for _, p in _walk(root) if p.is_file())
 
 
-def unzipped_size(zip_path: Path) -> int:
-    """Bytes the zip's files take once unzipped."""
-    with zipfile.ZipFile(zip_path) as zf:
-        return sum(i.file_size for i in zf.infolist())
-
-
 def sha256_of(path: Path) -> str:
     """Hex SHA-256 of a file."""
     h = hashlib.sha256()

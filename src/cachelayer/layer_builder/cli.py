@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any, List, Optional, TextIO
+from typing import TYPE_CHECKING, Any, List, Optional, TextIO
 
 from cachelayer.layer_builder import archive
 from cachelayer.layer_builder.errors import LayerBuildError
@@ -17,6 +17,9 @@ from cachelayer.layer_builder.targets import (
     STANDALONE_RUNTIMES,
     Target,
 )
+
+if TYPE_CHECKING:  # build imports pip machinery: loaded only when a build runs
+    from cachelayer.layer_builder.build import BuildResult
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -31,7 +34,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     sub = layer.add_subparsers(dest="layer_command", metavar="{build,publish}")
     sub.required = True
+    _add_build(sub)
+    _add_publish(sub)
+    return layer
 
+
+def _add_build(sub: Any) -> None:
     build = sub.add_parser(
         "build",
         help="build a layer zip or directory",
@@ -53,6 +61,34 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         metavar="ARCH",
         help=f"Lambda architecture: {', '.join(ARCHITECTURES)} (default x86_64)",
     )
+    _add_content_arguments(build)
+    build.add_argument(
+        "--compile",
+        dest="compile_bytecode",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ship .pyc files for the target Python (halves the extension's cold start); "
+        "default: when a python of the target's version is on this machine",
+    )
+    build.add_argument(
+        "--python",
+        metavar="PATH",
+        help="the interpreter that compiles the bytecode: a python of the target runtime's "
+        "version, when it is not this machine's default (e.g. /usr/bin/python3.12)",
+    )
+    build.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="DIR_OR_ZIP",
+        help="where to write the layer: a path ending in .zip, or a new directory",
+    )
+    build.set_defaults(func=run_build)
+
+
+def _add_content_arguments(build: argparse.ArgumentParser) -> None:
+    """``layer build``'s options for what goes into the layer and what is pruned."""
     build.add_argument(
         "--with",
         dest="with_packages",
@@ -91,30 +127,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         action="store_false",
         help="keep every botocore service model",
     )
-    build.add_argument(
-        "--compile",
-        dest="compile_bytecode",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="ship .pyc files for the target Python (halves the extension's cold start); "
-        "default: when a python of the target's version is on this machine",
-    )
-    build.add_argument(
-        "--python",
-        metavar="PATH",
-        help="the interpreter that compiles the bytecode: a python of the target runtime's "
-        "version, when it is not this machine's default (e.g. /usr/bin/python3.12)",
-    )
-    build.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        type=Path,
-        metavar="DIR_OR_ZIP",
-        help="where to write the layer: a path ending in .zip, or a new directory",
-    )
-    build.set_defaults(func=run_build)
 
+
+def _add_publish(sub: Any) -> None:
     publish = sub.add_parser(
         "publish",
         help="publish a built layer (Lambda PublishLayerVersion)",
@@ -131,7 +146,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     publish.add_argument("--license-info", help="license of the layer, e.g. MIT-0")
     publish.set_defaults(func=run_publish)
-    return layer
 
 
 # Archive formats that are not a layer: Lambda takes zip files only.
@@ -166,7 +180,7 @@ def check_output(output: Path) -> None:
 
 def run_build(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Handle ``cachelayer layer build``; progress on ``err``, the summary on ``out``."""
-    from cachelayer.layer_builder.build import MAX_UNZIPPED, MAX_ZIPPED, BuildRequest, LayerBuilder
+    from cachelayer.layer_builder.build import BuildRequest, LayerBuilder
 
     def progress(line: str) -> None:
         print(line, file=err, flush=True)
@@ -193,6 +207,14 @@ def run_build(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = 
     except LayerBuildError as exc:
         print(f"cachelayer layer build: error: {exc}", file=err)
         return 2
+    _print_summary(result, target, out)
+    return 0
+
+
+def _print_summary(result: BuildResult, target: Target, out: TextIO) -> None:
+    """The build's sizes against Lambda's limits, providers, services, interpreter, hash."""
+    from cachelayer.layer_builder.build import MAX_UNZIPPED, MAX_ZIPPED
+
     rows: List[List[str]] = [
         ["", "zipped", "unzipped"],
         [
@@ -235,7 +257,6 @@ def run_build(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = 
     print(f"  sha256:    {result.sha256}", file=out)
     for w in result.warnings:
         print(f"  warning: {w}", file=out)
-    return 0
 
 
 def run_publish(

@@ -21,6 +21,10 @@ def register(subparsers: Any) -> None:
     )
     sub = local.add_subparsers(dest="local_command", metavar="COMMAND")
     sub.required = True
+    _add_invoke(sub)
+
+
+def _add_invoke(sub: Any) -> None:
     invoke = sub.add_parser(
         "invoke",
         help="invoke a Python handler with the extensions in a directory",

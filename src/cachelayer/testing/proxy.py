@@ -16,7 +16,7 @@ from typing import Any, Counter, Dict, List, Optional, Tuple
 
 import attrs
 
-from cachelayer.local.api import read_body
+from cachelayer.local.server import read_body
 
 __all__ = ["Fault", "UpstreamProxy"]
 
