@@ -21,7 +21,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import boto3
 import pytest
+import yaml
 
+from cachelayer.core import yamlload
+from cachelayer.core.config import load_settings
+from cachelayer.errors import ConfigError
 from cachelayer.local import ApiServer
 from cachelayer.testing.live import Live, ManualClock, live_server
 from cachelayer.testing.moto import aws_environment, free_port
@@ -389,6 +393,23 @@ class TestConfigCrashes:
         assert done.returncode == 2, done.stderr
         assert done.stderr.startswith(f"cachelayer: {path}:{line}: "), done.stderr[:300]
         assert "Traceback" not in done.stderr and len(done.stderr) < 1000
+
+    @pytest.mark.parametrize("use_libyaml", [True, False], ids=["libyaml", "pure"])
+    @pytest.mark.parametrize("case", list(BAD_FILES), ids=list(BAD_FILES))
+    def test_both_yaml_loaders_report_file_and_line(
+        self, tmp_path: Path, case: str, use_libyaml: bool, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With libyaml's parser and with PyYAML's pure-Python one, each file is the same
+        ConfigError naming the file and the line."""
+        if use_libyaml and not yaml.__with_libyaml__:
+            pytest.skip("PyYAML built without libyaml")
+        monkeypatch.setattr(yamlload, "USE_LIBYAML", use_libyaml)
+        text, line = BAD_FILES[case]
+        path = tmp_path / "config.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as info:
+            load_settings({}, {}, config_path=str(path))
+        assert str(info.value).startswith(f"{path}:{line}: "), str(info.value)[:300]
 
     def test_serve_reports_it_too(self, tmp_path: Path) -> None:
         """``cachelayer serve`` refuses the same file with the same message, exit code 2."""
