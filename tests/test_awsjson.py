@@ -42,6 +42,7 @@ from cachelayer.awsjson import (
 from cachelayer.awsjson.sigv4 import canonical_query
 from cachelayer.testing.moto import aws_environment
 from cachelayer.testing.proxy import Fault, UpstreamProxy
+from cachelayer.testing.tls import make_test_ca
 
 VECTORS = json.loads(
     (Path(__file__).parent / "data" / "sigv4" / "aws_sigv4_test_suite.json").read_text("utf-8")
@@ -487,14 +488,14 @@ class TestTls:
     def test_untrusted_certificate_is_refused_then_trusted_with_a_ca_bundle(
         self, tmp_path: Path
     ) -> None:
-        """TLS is verified: a self-signed server is refused with a hint at AWS_CA_BUNDLE, and
-        accepted once AWS_CA_BUNDLE names its certificate."""
-        cert, key = _self_signed(tmp_path)
-        with _json_server({}, b'{"ok": true}', tls=(cert, key)) as url:
+        """TLS is verified: a server whose CA is not trusted is refused with a hint at
+        AWS_CA_BUNDLE, and accepted once AWS_CA_BUNDLE names that CA."""
+        ca = make_test_ca(tmp_path / "ca")
+        with _json_server({}, b'{"ok": true}', tls=(ca.cert_file, ca.key_file)) as url:
             env = aws_environment(url)
             with pytest.raises(TransientError, match="AWS_CA_BUNDLE"):
                 JsonClientFactory.from_environment(env, max_attempts=1)("ssm").call("X", {})
-            env["AWS_CA_BUNDLE"] = str(cert)
+            env["AWS_CA_BUNDLE"] = str(ca.ca_file)
             assert JsonClientFactory.from_environment(env)("ssm").call("X", {}) == {"ok": True}
 
 
@@ -670,39 +671,6 @@ def _json_server(
             self.wfile.write(body)
 
     return _serve(Handler, tls)
-
-
-def _self_signed(tmp_path: Path) -> Tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 class TestThirdPartyService:

@@ -16,14 +16,7 @@ import pytest
 
 from cachelayer import Item, NotFoundError, TransientError, UpstreamError, Value
 from cachelayer.core.cache import ENTRY_OVERHEAD, Cache, CachePolicy, value_bytes
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from cachelayer.testing.clock import ManualClock
 
 
 class ScriptedProvider:
@@ -38,7 +31,9 @@ class ScriptedProvider:
         self.fail: Optional[BaseException] = None
         self.calls: List[str] = []
         self.gate: Optional[threading.Event] = None
+        self.in_flight = 0  # fetches running now (held at the gate, when there is one)
         self._lock = threading.Lock()
+        self._moved = threading.Condition(self._lock)
 
     def configure(self, config: Any, context: Any) -> None:  # pragma: no cover - unused
         pass
@@ -55,13 +50,33 @@ class ScriptedProvider:
     def fetch(self, item: Item) -> Value:
         with self._lock:
             self.calls.append(item.name)
-        if self.gate is not None:
-            self.gate.wait(5)
-        if self.fail is not None:
-            raise self.fail
-        if item.name not in self.values:
-            raise NotFoundError(f"{item.name} not found")
-        return Value(self.values[item.name].encode())
+            self.in_flight += 1
+            self._moved.notify_all()
+        try:
+            if self.gate is not None:
+                self.gate.wait(5)
+            if self.fail is not None:
+                raise self.fail
+            if item.name not in self.values:
+                raise NotFoundError(f"{item.name} not found")
+            return Value(self.values[item.name].encode())
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def wait_in_flight(self, count: int, timeout: float = 5.0) -> bool:
+        """Block until ``count`` fetches are running; False if not within ``timeout``."""
+        with self._moved:
+            return self._moved.wait_for(lambda: self.in_flight >= count, timeout)
+
+
+async def one_fetch_held(p: ScriptedProvider, readers: Sequence[asyncio.Future[Any]]) -> None:
+    """Wait until a fetch is held at ``p``'s gate, then pin that it is the only one and that
+    every reader is waiting for it. The readers' first steps were queued before this waits,
+    so all of them have run (and joined, or started, the fetch) when it returns."""
+    assert await asyncio.to_thread(p.wait_in_flight, 1), "no fetch started within 5 s"
+    assert (p.in_flight, len(p.calls)) == (1, 1)
+    assert not any(r.done() for r in readers)
 
 
 class BatchProvider(ScriptedProvider):
@@ -81,8 +96,8 @@ class BatchProvider(ScriptedProvider):
         return out
 
 
-def make(ttl: float = 60.0, **kw: Any) -> tuple[Cache, ScriptedProvider, Clock]:
-    clock = Clock()
+def make(ttl: float = 60.0, **kw: Any) -> tuple[Cache, ScriptedProvider, ManualClock]:
+    clock = ManualClock()
     cache = Cache(CachePolicy(ttl_for=lambda route: ttl, **kw), clock=clock)
     return cache, ScriptedProvider(), clock
 
@@ -145,7 +160,7 @@ class TestTtl:
 
         async def go() -> None:
             tasks = [asyncio.ensure_future(cache.get(p, p.item("a"))) for _ in range(20)]
-            await asyncio.sleep(0.05)
+            await one_fetch_held(p, tasks)
             p.gate.set()
             results = await asyncio.gather(*tasks)
             assert {r.value.body for r in results} == {b"1"}
@@ -165,7 +180,7 @@ class TestSingleFlight:
 
         async def go() -> None:
             tasks = [asyncio.ensure_future(cache.get(p, p.item("a"))) for _ in range(200)]
-            await asyncio.sleep(0.05)
+            await one_fetch_held(p, tasks)
             p.gate.set()
             results = await asyncio.gather(*tasks)
             assert all(r.value.body == b"1" for r in results)
@@ -181,7 +196,7 @@ class TestSingleFlight:
 
         async def go() -> None:
             tasks = [asyncio.ensure_future(cache.get(p, p.item("a"))) for _ in range(10)]
-            await asyncio.sleep(0.05)
+            await one_fetch_held(p, tasks)
             p.gate.set()
             results = await asyncio.gather(*tasks, return_exceptions=True)
             assert all(isinstance(r, UpstreamError) for r in results)
@@ -363,7 +378,7 @@ class TestRefreshAhead:
 class TestPrefetch:
     def test_batch_capable_provider_gets_one_fetch_many(self) -> None:
         """Prefetch uses fetch_many when the provider has it, and stores every value."""
-        clock = Clock()
+        clock = ManualClock()
         cache = Cache(CachePolicy(ttl_for=lambda r: 60), clock=clock)
         p = BatchProvider()
         p.values.update({f"n{i}": str(i) for i in range(25)})
@@ -428,7 +443,7 @@ class RefreshingProvider(ScriptedProvider):
 class TestConditionalRefresh:
     def test_unchanged_refresh_renews_ttl_without_fetch(self) -> None:
         """A provider with ``refresh`` is asked conditionally; "unchanged" renews the TTL."""
-        clock = Clock()
+        clock = ManualClock()
         cache = Cache(CachePolicy(ttl_for=lambda r: 60), clock=clock)
         p = RefreshingProvider()
         p.values["a"] = "1"

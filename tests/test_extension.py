@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,8 +15,7 @@ from typing import Any, Dict, Iterator
 import pytest
 
 from cachelayer.core.lifecycle import ExtensionsApiError, ExtensionsClient
-from cachelayer.local import ApiServer, LocalLambda, Sandbox
-from cachelayer.local.api import FunctionIdentity
+from cachelayer.local import ApiServer, LocalLambda
 from cachelayer.testing.moto import aws_environment, free_port
 from cachelayer.testing.proxy import UpstreamProxy
 from cachelayer.testing.sample import (
@@ -26,6 +24,7 @@ from cachelayer.testing.sample import (
     SAMPLE_PARAMETER_VALUE,
     seed_sample,
 )
+from extension_helpers import deliver_shutdown, make_api, start_extension, wait_until
 from lambda_fixtures import HANDLERS_DIR, write_dev_launcher, write_layer
 
 # -- the client, in process, against the emulator's API server ---------------------------------
@@ -33,7 +32,7 @@ from lambda_fixtures import HANDLERS_DIR, write_dev_launcher, write_layer
 
 @pytest.fixture()
 def api() -> Iterator[ApiServer]:
-    server = ApiServer(Sandbox(FunctionIdentity("fn", "$LATEST", "app.handler", "123456789012")))
+    server = make_api()
     server.start()
     yield server
     server.stop()
@@ -322,21 +321,6 @@ class TestInitWithAwsDown:
 
 @pytest.mark.slow
 class TestStopWhileAwsHangs:
-    def _start(self, api: ApiServer, env: Dict[str, str]) -> subprocess.Popen[str]:
-
-        return subprocess.Popen(
-            [sys.executable, "-m", "cachelayer.extension", "--name", "cachelayer"],
-            env={**os.environ, **env, "AWS_LAMBDA_RUNTIME_API": api.address},
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def _wait_for(self, what: str, predicate: Any, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.05)
-
     def test_sigterm_during_a_hanging_prefetch_exits_0_at_once(
         self, api: ApiServer, function_env: Dict[str, str]
     ) -> None:
@@ -351,8 +335,8 @@ class TestStopWhileAwsHangs:
                 "AWS_ENDPOINT_URL": proxy.url,
                 "CACHE_EXTENSION_INIT_STARTUP": "true",
             }
-            proc = self._start(api, env)
-            self._wait_for("a hanging AWS call", lambda: proxy.count() > 0)
+            proc = start_extension(api, env)
+            wait_until("a hanging AWS call", lambda: proxy.count() > 0)
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(10)
@@ -370,9 +354,9 @@ class TestStopWhileAwsHangs:
 
         with UpstreamProxy(function_env["AWS_ENDPOINT_URL"]) as proxy:
             env = {**function_env, "AWS_ENDPOINT_URL": proxy.url}
-            proc = self._start(api, env)
+            proc = start_extension(api, env)
             port = int(env["CACHE_EXTENSION_PORT"])
-            self._wait_for(
+            wait_until(
                 "the extension's next",
                 lambda: api.sandbox.extensions_idle() and bool(api.sandbox.extensions),
             )
@@ -382,16 +366,8 @@ class TestStopWhileAwsHangs:
                 f"GET {PARAM_PATH} HTTP/1.1\r\nHost: localhost\r\n"
                 f"X-Aws-Parameters-Secrets-Token: {env['AWS_SESSION_TOKEN']}\r\n\r\n".encode()
             )
-            self._wait_for("the read's AWS call", lambda: proxy.count() > 0)
-            started = time.monotonic()
-            with api.sandbox.cond:
-                api.sandbox.deliver_to_extensions(
-                    {
-                        "eventType": "SHUTDOWN",
-                        "deadlineMs": int(time.time() * 1000) + 2000,
-                        "shutdownReason": "spindown",
-                    }
-                )
+            wait_until("the read's AWS call", lambda: proxy.count() > 0)
+            started = deliver_shutdown(api, within=2.0)
             code = proc.wait(10)
             took = time.monotonic() - started
             reader.close()

@@ -23,6 +23,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cachelayer.core import yamlload
 from cachelayer.core.config import load_settings
 from cachelayer.errors import ConfigError
 from cachelayer.plugins import discover
@@ -357,6 +358,15 @@ def _mutate(text: str, data: st.DataObject) -> str:
     return text
 
 
+@pytest.fixture(params=["libyaml", "pure"])
+def yaml_loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each config test runs with libyaml's parser and with PyYAML's pure-Python one."""
+    if request.param == "libyaml" and not yaml.__with_libyaml__:
+        pytest.skip("PyYAML built without libyaml")
+    monkeypatch.setattr(yamlload, "USE_LIBYAML", request.param == "libyaml")
+    return str(request.param)
+
+
 class TestConfigFuzzer:
     @settings(
         max_examples=EXAMPLES,
@@ -366,7 +376,7 @@ class TestConfigFuzzer:
     )
     @given(doc=TOP, data=st.data())
     def test_any_file_is_settings_or_a_config_error_naming_it(
-        self, tmp_path: Path, doc: Dict[str, Any], data: st.DataObject
+        self, tmp_path: Path, yaml_loader: str, doc: Dict[str, Any], data: st.DataObject
     ) -> None:
         """Whatever the file holds (schema-shaped documents with wrong types, damaged text,
         deep nesting, huge numbers), loading it against the installed providers' schemas gives

@@ -21,12 +21,22 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import boto3
 import pytest
+import yaml
 
-from cachelayer.local import ApiServer, Sandbox
-from cachelayer.local.api import FunctionIdentity
+from cachelayer.core import yamlload
+from cachelayer.core.config import load_settings
+from cachelayer.errors import ConfigError
+from cachelayer.local import ApiServer
 from cachelayer.testing.live import Live, ManualClock, live_server
 from cachelayer.testing.moto import aws_environment, free_port
 from cachelayer.testing.proxy import Fault, UpstreamProxy
+from cachelayer.testing.wire import (
+    parse_responses,
+    read_until_closed,
+    request_bytes,
+    wait_listening,
+)
+from extension_helpers import deliver_shutdown, make_api, start_extension, wait_until
 
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
 
@@ -44,36 +54,7 @@ def serve(proxy: UpstreamProxy, tmp_path: Path, config: str = "", **kw: Any) -> 
 
 def raw_request(live: Live, path: str, token: Optional[str] = "", extra: str = "") -> bytes:
     """The bytes of one GET; ``token`` "" sends the right one, None sends none."""
-    tok = live.token if token == "" else token
-    line = f"{TOKEN_HEADER}: {tok}\r\n" if tok is not None else ""
-    return f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{line}{extra}\r\n".encode()
-
-
-def read_until_closed(sock: socket.socket, timeout: float = 10.0) -> bytes:
-    """Everything the server sends until it closes (or ``timeout`` passes: then what came)."""
-    sock.settimeout(timeout)
-    out = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except (socket.timeout, ConnectionResetError):
-            return out
-        if not chunk:
-            return out
-        out += chunk
-
-
-def responses(data: bytes) -> List[Tuple[int, Dict[str, str], bytes]]:
-    """Split a stream of Content-Length framed responses."""
-    out = []
-    while data:
-        head, _, rest = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        headers = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
-        n = int(headers.get("content-length", "0"))
-        out.append((int(lines[0].split()[1]), headers, rest[:n]))
-        data = rest[n:]
-    return out
+    return request_bytes(path, live.token if token == "" else token, extra)
 
 
 # -- 1. half-closed clients ---------------------------------------------------------------------
@@ -84,16 +65,20 @@ class TestHalfClosedClient:
         self, proxy: UpstreamProxy, ssm: Any, tmp_path: Path
     ) -> None:
         """A GET for an uncached key followed by shutdown(SHUT_WR), as ``nc -N`` does, gets its
-        answer before the server closes (the upstream call is made slow to make sure)."""
+        answer before the server closes (the upstream call is held until the server has read
+        the half-close, to make sure)."""
         ssm.put_parameter(Name="half", Value="answered", Type="String")
-        proxy.inject(Fault.delay(0.3), operation="GetParameter")
+        proxy.inject(Fault.hold(), operation="GetParameter")
         with (
             serve(proxy, tmp_path) as live,
             socket.create_connection(("127.0.0.1", live.port)) as s,
         ):
             s.sendall(raw_request(live, "/parameters?name=half"))
             s.shutdown(socket.SHUT_WR)
-            out = responses(read_until_closed(s))
+            proxy.wait_in_flight(1, "GetParameter")
+            live.turns()  # the end of the stream is read too
+            proxy.release()
+            out = parse_responses(read_until_closed(s))
         assert [(st, body) for st, _, body in out] == [(200, b"answered")]
 
     def test_pipelined_hit_and_misses_are_all_answered_in_order(
@@ -111,7 +96,7 @@ class TestHalfClosedClient:
                     )
                 )
                 s.shutdown(socket.SHUT_WR)
-                out = responses(read_until_closed(s))
+                out = parse_responses(read_until_closed(s))
         assert [(st, body[:4]) for st, _, body in out] == [
             (200, b"hot"),
             (200, b"cold"),
@@ -134,7 +119,7 @@ class TestConnectionSlots:
             socket.create_connection(("127.0.0.1", live.port)) as s,
         ):
             s.sendall(raw_request(live, "/-/health", token=token))
-            out = responses(read_until_closed(s, timeout=5))
+            out = parse_responses(read_until_closed(s, timeout=5))
         assert [(st, h.get("connection")) for st, h, _ in out] == [
             (401 if token is None else 403, "close")
         ]
@@ -147,7 +132,7 @@ class TestConnectionSlots:
         with live_server(aws, tmp_path, max_connections=8) as live:
             held = [socket.create_connection(("127.0.0.1", live.port)) for _ in range(40)]
             try:
-                time.sleep(0.3)  # every one accepted
+                live.turns()  # every one accepted
                 for _ in range(3):
                     status, _, body = live.request("/-/health")
                     assert status == 200, body
@@ -169,7 +154,9 @@ class TestConnectionSlots:
                     try:
                         with socket.create_connection(("127.0.0.1", live.port), timeout=5) as s:
                             s.sendall(raw_request(live, "/-/health", token=None))
-                            refused.extend(st for st, _, _ in responses(read_until_closed(s, 5)))
+                            refused.extend(
+                                st for st, _, _ in parse_responses(read_until_closed(s, 5))
+                            )
                     except OSError:
                         pass
 
@@ -177,7 +164,10 @@ class TestConnectionSlots:
             for t in threads:
                 t.start()
             try:
-                time.sleep(0.3)
+                deadline = time.monotonic() + 10
+                while len(refused) < 8:  # the pestering is under way
+                    assert time.monotonic() < deadline, refused
+                    time.sleep(0.01)
                 statuses = [live.request("/-/health")[0] for _ in range(20)]
             finally:
                 stop.set()
@@ -205,7 +195,7 @@ class TestConnectionSlots:
                     time.sleep(0.01)
                 assert live.server.connections == 1
                 late.sendall(raw_request(live, "/-/health", extra="Connection: close\r\n"))
-                assert [st for st, _, _ in responses(read_until_closed(late, 5))] == [200]
+                assert [st for st, _, _ in parse_responses(read_until_closed(late, 5))] == [200]
             finally:
                 late.close()
 
@@ -427,6 +417,23 @@ class TestConfigCrashes:
         assert done.stderr.startswith(f"cachelayer: {path}:{line}: "), done.stderr[:300]
         assert "Traceback" not in done.stderr and len(done.stderr) < 1000
 
+    @pytest.mark.parametrize("use_libyaml", [True, False], ids=["libyaml", "pure"])
+    @pytest.mark.parametrize("case", list(BAD_FILES), ids=list(BAD_FILES))
+    def test_both_yaml_loaders_report_file_and_line(
+        self, tmp_path: Path, case: str, use_libyaml: bool, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With libyaml's parser and with PyYAML's pure-Python one, each file is the same
+        ConfigError naming the file and the line."""
+        if use_libyaml and not yaml.__with_libyaml__:
+            pytest.skip("PyYAML built without libyaml")
+        monkeypatch.setattr(yamlload, "USE_LIBYAML", use_libyaml)
+        text, line = BAD_FILES[case]
+        path = tmp_path / "config.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as info:
+            load_settings({}, {}, config_path=str(path))
+        assert str(info.value).startswith(f"{path}:{line}: "), str(info.value)[:300]
+
     def test_serve_reports_it_too(self, tmp_path: Path) -> None:
         """``cachelayer serve`` refuses the same file with the same message, exit code 2."""
         path = tmp_path / "config.yaml"
@@ -519,6 +526,29 @@ class TestPluginLoader:
         assert "parameters" in done.stdout  # the good ones are still listed
 
 
+def _with_raising_shutdown_hook(site: Path, aws: str, tmp_path: Path) -> Tuple[int, Dict[str, str]]:
+    """Install the plugin whose shutdown hook raises; a free port and the environment of a
+    cachelayer with an empty config on it."""
+    install(
+        site,
+        "cachelayer-hooks-two",
+        {"raisy": "raisy_plugin"},
+        {"raisy_plugin": RAISING_SHUTDOWN_MODULE},
+    )
+    port = free_port()
+    env = {
+        **aws_environment(aws),
+        "CACHE_EXTENSION_CONFIG": str(empty_config(tmp_path)),
+        "CACHE_EXTENSION_PORT": str(port),
+    }
+    return port, env
+
+
+def _nexts(api: ApiServer) -> int:
+    """How many /next calls the extensions have made (the caller may hold the sandbox's lock)."""
+    return sum(1 for _, kind, _ in api.sandbox.timeline if kind == "next")
+
+
 class TestHookIsolation:
     def test_raising_and_blocking_hooks_leave_the_extension_whole(
         self, site: Path, aws: str, tmp_path: Path
@@ -527,50 +557,31 @@ class TestHookIsolation:
         with their plugin's name and the extension serves on; at SHUTDOWN one hook raises and
         another blocks, and the extension still exits 0 inside the 2 s deadline, stats logged."""
         install(site, "cachelayer-hooks", {"hooky": "hooky_plugin"}, {"hooky_plugin": HOOKS_MODULE})
-        install(
-            site,
-            "cachelayer-hooks-two",
-            {"raisy": "raisy_plugin"},
-            {"raisy_plugin": RAISING_SHUTDOWN_MODULE},
-        )
-        port = free_port()
-        env = {
-            **aws_environment(aws),
-            "CACHE_EXTENSION_CONFIG": str(empty_config(tmp_path)),
-            "CACHE_EXTENSION_PORT": str(port),
-        }
-        api = ApiServer(Sandbox(FunctionIdentity("fn", "$LATEST", "app.handler", "123456789012")))
+        port, env = _with_raising_shutdown_hook(site, aws, tmp_path)
+        api = make_api()
         api.start()
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "cachelayer.extension", "--name", "cachelayer"],
-                env={**os.environ, **with_site(site, env), "AWS_LAMBDA_RUNTIME_API": api.address},
-                stderr=subprocess.PIPE,
-                text=True,
+            proc = start_extension(api, with_site(site, env))
+            wait_until(
+                "the extension's /next",
+                lambda: api.sandbox.extensions and api.sandbox.extensions_idle(),
+                process=proc,
+                timeout=20,
             )
-            deadline = time.monotonic() + 20
-            while not (api.sandbox.extensions and api.sandbox.extensions_idle()):
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.05)
             with api.sandbox.cond:
+                nexts = _nexts(api)
                 api.sandbox.deliver_to_extensions({"eventType": "INVOKE", "requestId": "r1"})
-            time.sleep(0.3)
-            while not api.sandbox.extensions_idle():  # back in /next after the INVOKE
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.05)
+            # Back in /next after the INVOKE: one more /next call, and nothing left to hand it.
+            wait_until(
+                "the extension's /next after the INVOKE",
+                lambda: api.sandbox.extensions_idle() and _nexts(api) > nexts,
+                process=proc,
+            )
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             conn.request("GET", "/-/health", headers={TOKEN_HEADER: env["AWS_SESSION_TOKEN"]})
             assert conn.getresponse().status == 200
             conn.close()
-            started = time.monotonic()
-            with api.sandbox.cond:
-                api.sandbox.deliver_to_extensions(
-                    {
-                        "eventType": "SHUTDOWN",
-                        "deadlineMs": int(time.time() * 1000) + 2000,
-                        "shutdownReason": "spindown",
-                    }
-                )
+            started = deliver_shutdown(api, within=2.0)
             code = proc.wait(10)
             took = time.monotonic() - started
             err = proc.stderr.read() if proc.stderr else ""
@@ -589,18 +600,7 @@ class TestHookIsolation:
     ) -> None:
         """``cachelayer serve`` on SIGTERM with a raising shutdown hook: closed, stats logged,
         exit 0 (it used to die non-zero without closing)."""
-        install(
-            site,
-            "cachelayer-hooks-two",
-            {"raisy": "raisy_plugin"},
-            {"raisy_plugin": RAISING_SHUTDOWN_MODULE},
-        )
-        port = free_port()
-        env = {
-            **aws_environment(aws),
-            "CACHE_EXTENSION_CONFIG": str(empty_config(tmp_path)),
-            "CACHE_EXTENSION_PORT": str(port),
-        }
+        port, env = _with_raising_shutdown_hook(site, aws, tmp_path)
         proc = subprocess.Popen(
             [sys.executable, "-m", "cachelayer", "serve"],
             env={**os.environ, **with_site(site, env)},
@@ -609,14 +609,7 @@ class TestHookIsolation:
             text=True,
         )
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                assert proc.poll() is None and time.monotonic() < deadline
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
+            wait_listening(port, proc)
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(10)
             out = proc.stdout.read() if proc.stdout else ""
@@ -648,7 +641,7 @@ class TestCancelledClients:
                 for i in range(10):
                     with socket.create_connection(("127.0.0.1", live.port)) as s:
                         s.sendall(raw_request(live, f"/parameters?name=gone-{i}"))
-                        time.sleep(0.05)  # the request is read and its fetch started
+                        proxy.wait_for(i + 1, "GetParameter")  # read, and its fetch started
                         # Reset, not FIN: the server sees the client gone, cancels its read.
                         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 deadline = time.monotonic() + 10

@@ -179,6 +179,48 @@ class TestRules:
             proxy.inject(Fault.reset(), times=0)
 
 
+class TestHold:
+    def test_a_held_request_waits_for_release_and_is_counted_in_flight(
+        self, proxy: UpstreamProxy, clients: ClientFactory
+    ) -> None:
+        """A held request is counted and in flight, and unanswered, until ``release()``; then
+        it is forwarded and answered, and no longer in flight."""
+        clients("ssm").put_parameter(Name="held", Value="v", Type="String")
+        proxy.inject(Fault.hold(), operation="GetParameter")
+        got: list[str] = []
+        reader = threading.Thread(
+            target=lambda: got.append(
+                clients("ssm").get_parameter(Name="held")["Parameter"]["Value"]
+            )
+        )
+        reader.start()
+        assert proxy.wait_for(1, "GetParameter") == 1
+        assert (proxy.in_flight("GetParameter"), got) == (1, [])
+        proxy.release()
+        reader.join(10)
+        assert got == ["v"]
+        assert (proxy.in_flight("GetParameter"), proxy.in_flight()) == (0, 0)
+
+    def test_a_request_never_released_is_reset(
+        self, proxy: UpstreamProxy, clients: ClientFactory
+    ) -> None:
+        """A hold that is not released within its timeout resets the connection: a test
+        that forgets to release fails rather than hangs."""
+        proxy.inject(Fault.hold(timeout=0.2), operation="DescribeParameters")
+        with (
+            pytest.raises(TransientError),
+            translate_errors(service="ssm", operation="DescribeParameters"),
+        ):
+            clients("ssm").describe_parameters()
+
+    def test_wait_for_names_what_it_saw_when_it_times_out(self, proxy: UpstreamProxy) -> None:
+        """Waiting for requests that never come raises TimeoutError saying how many came."""
+        with pytest.raises(
+            TimeoutError, match="0 of the 1 GetParameter requests waited for were seen"
+        ):
+            proxy.wait_for(1, "GetParameter", timeout=0.1)
+
+
 class TestLifecycle:
     def test_stop_frees_the_port_and_wakes_delayed_requests(self, aws: str) -> None:
         """Stopping returns promptly even with a long delay pending, and the port closes."""
@@ -197,7 +239,8 @@ class TestLifecycle:
 
         thread = threading.Thread(target=slow_request)
         thread.start()
-        time.sleep(0.2)
+        proxy.wait_for(1, "Y")  # the request is in, and delayed
+        assert proxy.in_flight("Y") == 1
         start = time.monotonic()
         proxy.stop()
         thread.join(timeout=5)

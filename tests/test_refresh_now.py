@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import urllib.parse
 from pathlib import Path
 from typing import Iterator
@@ -11,7 +12,7 @@ import pytest
 
 from cachelayer.providers.secrets.compat import SECRETS_PATH
 from cachelayer.providers.ssm.compat import PARAMETERS_PATH
-from cachelayer.testing.live import Live, live_server
+from cachelayer.testing.live import Live, Requests, live_server, release_once_joined
 from cachelayer.testing.proxy import Fault, UpstreamProxy
 
 P = PARAMETERS_PATH
@@ -74,8 +75,16 @@ class TestRefreshNow:
         sm.create_secret(Name="shared", SecretString="v1")
         live.get(q(S, secretId="shared"))
         upstream.reset_counts()
-        upstream.inject(Fault.delay(0.5), operation="GetSecretValue", times=1)
-        replies = live.get_many([q(S, secretId="shared", refreshNow="true")] * 12, connections=12)
+        upstream.inject(Fault.hold(), operation="GetSecretValue")
+        requests = Requests()
+        paths = [q(S, secretId="shared", refreshNow="true")] * 12
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            reading = pool.submit(live.get_many, paths, connections=12, sent=requests.sent)
+            try:
+                release_once_joined(upstream, "GetSecretValue", live.loop, requests, 12)
+            finally:
+                upstream.release()
+            replies = reading.result(30)
         assert {r.status for r in replies} == {200}
         assert upstream.count("GetSecretValue") == 1
 

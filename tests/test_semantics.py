@@ -10,6 +10,7 @@ Two ways of counting upstream calls are used, and each assertion says which:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -19,7 +20,7 @@ from typing import Any, Callable, Iterator, List, Mapping, Optional
 import boto3
 import pytest
 
-from cachelayer.testing.live import Live, ManualClock, live_server
+from cachelayer.testing.live import Live, ManualClock, Requests, live_server, release_once_joined
 from cachelayer.testing.proxy import Fault, UpstreamProxy
 
 Serve = Callable[..., Live]
@@ -146,11 +147,15 @@ parameters:
     def test_max_age_counts_down_on_hits(self, serve: Serve, ssm: Any) -> None:
         """A hit's ``max-age`` is what is left of the TTL and its ``Age`` the time since fetch."""
         put(ssm, "p", "v")
-        live = serve("cache: {ttl: 3s}")
+        clock = ManualClock()
+        live = serve("cache: {ttl: 3s}", clock=clock)
         assert live.get("/parameters?name=p").max_age == 3
-        time.sleep(1.1)
+        clock.advance(1.1)
         reply = live.get("/parameters?name=p")
         assert (reply.x_cache, reply.age, reply.max_age) == ("hit", 1, 1)
+        clock.advance(1.0)
+        reply = live.get("/parameters?name=p")
+        assert (reply.x_cache, reply.age, reply.max_age) == ("hit", 2, 0)
 
 
 class TestTtlZero:
@@ -174,12 +179,22 @@ class TestTtlZero:
     def test_concurrent_reads_share_one_call(
         self, serve: Serve, proxy: UpstreamProxy, ssm: Any
     ) -> None:
-        """50 reads arriving while one GetParameter is in flight (slowed to 0.5 s by the proxy)
-        all get its value: one wire request in all, though nothing is cached."""
+        """50 reads arriving while one GetParameter is in flight (held by the proxy until all
+        have reached the server) all get its value: one wire request in all, though nothing
+        is cached."""
         put(ssm, "p", "shared")
         live = serve("cache: {ttl: 0s}")
-        proxy.inject(Fault.delay(0.5), operation="GetParameter")
-        replies = live.get_many(["/parameters?name=p"] * 50, connections=50)
+        proxy.inject(Fault.hold(), operation="GetParameter")
+        requests = Requests()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            reading = pool.submit(
+                live.get_many, ["/parameters?name=p"] * 50, connections=50, sent=requests.sent
+            )
+            try:
+                release_once_joined(proxy, "GetParameter", live.loop, requests, 50)
+            finally:
+                proxy.release()
+            replies = reading.result(30)
         assert {(r.status, r.x_cache, r.text) for r in replies} == {(200, "miss", "shared")}
         assert proxy.count("GetParameter") == 1
         stats = live.stats()["parameters"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import http.client
@@ -28,6 +29,8 @@ from cachelayer.errors import (
 from cachelayer.plugins import make_plugin_manager
 from cachelayer.server import Server
 from cachelayer.server.responses import status_for
+from cachelayer.testing.clock import ManualClock
+from cachelayer.testing.live import Requests, loop_turns, release_once_joined
 from cachelayer.testing.moto import aws_environment
 from cachelayer.testing.proxy import Fault, UpstreamProxy
 from cachelayer.testing.sample import (
@@ -37,6 +40,12 @@ from cachelayer.testing.sample import (
     SAMPLE_SECRET,
     SAMPLE_SECRET_VALUE,
     seed_sample,
+)
+from cachelayer.testing.wire import (
+    parse_responses,
+    read_responses,
+    read_until_closed,
+    request_bytes,
 )
 
 TOKEN = "testing-session-token"  # AWS_SESSION_TOKEN of aws_environment()
@@ -84,44 +93,12 @@ class Running:
         """Send ``data`` on a fresh connection; read until the server closes (or ``timeout``)."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
             s.sendall(data)
-            return read_all(s) if read_until_close else s.recv(65536)
+            return read_until_closed(s) if read_until_close else s.recv(65536)
 
 
-def read_all(s: socket.socket) -> bytes:
-    out = b""
-    while True:
-        try:
-            chunk = s.recv(65536)
-        except socket.timeout:
-            return out
-        if not chunk:
-            return out
-        out += chunk
-
-
-def parse_responses(data: bytes) -> List[Tuple[int, Dict[str, str], bytes]]:
-    """Split a byte stream of HTTP/1.1 responses (Content-Length framed)."""
-    out = []
-    while data:
-        head, _, rest = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-        n = int(headers.get("content-length", "0"))
-        out.append((status, headers, rest[:n]))
-        data = rest[n:]
-    return out
-
-
-def request(
-    path: str,
-    token: Optional[str] = TOKEN,
-    extra: str = "",
-    version: str = "1.1",
-    method: str = "GET",
-) -> bytes:
-    tok = f"X-Aws-Parameters-Secrets-Token: {token}\r\n" if token is not None else ""
-    return f"{method} {path} HTTP/{version}\r\nHost: localhost\r\n{tok}{extra}\r\n".encode()
+def request(path: str, token: Optional[str] = TOKEN, **kw: str) -> bytes:
+    """One request's bytes, with this module's token unless told otherwise."""
+    return request_bytes(path, token, **kw)
 
 
 @contextlib.contextmanager
@@ -130,16 +107,21 @@ def serving(
     tmp_path: Any,
     env: Optional[Dict[str, Optional[str]]] = None,
     pm: Any = None,
+    clock: Optional[ManualClock] = None,
     **server_args: Any,
 ) -> Iterator[Running]:
     """The application (``CONFIG`` against ``aws``; ``env`` laid over the fake AWS environment,
-    a None value removing the variable) served by a Running server; both stopped after."""
+    a None value removing the variable; ``clock`` the cache's) served by a Running server;
+    both stopped after."""
     path = tmp_path / "config.yaml"
     path.write_text(CONFIG)
     environ: Dict[str, Optional[str]] = dict(aws_environment(aws))
     environ.update(env or {})
     app = Application.from_environment(
-        {k: v for k, v in environ.items() if v is not None}, config_path=str(path), pm=pm
+        {k: v for k, v in environ.items() if v is not None},
+        config_path=str(path),
+        pm=pm,
+        clock=clock,
     )
     running = Running(app, **server_args)
     try:
@@ -199,12 +181,17 @@ class TestHits:
         assert status == 200 and headers["Content-Type"] == "application/json"
         assert json.loads(body)["data"] == "DynamoDB sample data"
 
-    def test_age_grows_on_hits(self, served: Running) -> None:
-        """Age counts seconds since the fetch, re-rendered as it changes."""
-        served.get(PARAM)
-        time.sleep(1.1)
-        _, headers, _ = served.get(PARAM)
-        assert headers["X-Cache"] == "hit" and int(headers["Age"]) >= 1
+    def test_age_grows_on_hits(self, seeded: str, tmp_path: Any) -> None:
+        """Age counts seconds since the fetch, re-rendered as it changes, and max-age what is
+        left of the TTL."""
+        clock = ManualClock()
+        with serving(seeded, tmp_path, clock=clock) as running:
+            assert running.get(PARAM)[1]["Age"] == "0"
+            for age in (1, 2, 30):
+                clock.now = 1000.0 + age
+                _, headers, _ = running.get(PARAM)
+                assert (headers["X-Cache"], headers["Age"]) == ("hit", str(age))
+                assert headers["Cache-Control"] == f"max-age={3600 - age}"
 
 
 class TestKeepAlive:
@@ -234,11 +221,10 @@ class TestKeepAlive:
         """HTTP/1.0 with Connection: keep-alive gets two answers on one connection."""
         req = request(PARAM, version="1.0", extra="Connection: keep-alive\r\n")
         with socket.create_connection(("127.0.0.1", served.port), timeout=5) as s:
-            s.sendall(req)
-            time.sleep(0.3)
-            s.sendall(req)
-            time.sleep(0.3)
-            out = parse_responses(s.recv(65536))
+            out = []
+            for _ in range(2):  # the second is written once the first is answered
+                s.sendall(req)
+                out += read_responses(s, 1)
         assert [(st, h["connection"]) for st, h, _ in out] == [(200, "keep-alive")] * 2
 
     def test_connection_close_is_honoured(self, served: Running) -> None:
@@ -293,27 +279,28 @@ class TestAuth:
     def test_wrong_token_after_a_memoised_request(self, served: Running) -> None:
         """Requests remembered for the parser-free path never let another token through."""
         with socket.create_connection(("127.0.0.1", served.port), timeout=5) as s:
-            for _ in range(3):
+            out = []
+            for _ in range(3):  # each written once the one before is answered
                 s.sendall(request(PARAM))
-                time.sleep(0.05)
+                out += read_responses(s, 1)
             s.sendall(request(PARAM, token=TOKEN[:-1] + "X"))
-            time.sleep(0.3)
-            out = parse_responses(s.recv(65536))
+            out += parse_responses(read_until_closed(s))  # answered, then closed
         assert [st for st, _, _ in out] == [200, 200, 200, 403]
 
     def test_remembered_bytes_after_a_partial_request_are_parsed(self, served: Running) -> None:
         """A remembered request's bytes arriving while the parser holds part of another message
         are parsed as the continuation they are (here: a malformed header, 400), not served."""
         with socket.create_connection(("127.0.0.1", served.port), timeout=5) as s:
+            out = []
             for _ in range(3):  # miss, hit, hit whose bytes are remembered
                 s.sendall(request(PARAM))
-                time.sleep(0.05)
-            # One whole request and the start of the next in one chunk, then the remembered bytes.
+                out += read_responses(s, 1)
+            # One whole request and the start of the next in one chunk; once the whole one is
+            # answered (the chunk was read), the remembered bytes, in a chunk of their own.
             s.sendall(request(PARAM) + b"GET /parameters?name=x HTTP/1.1\r\nHo")
-            time.sleep(0.05)
+            out += read_responses(s, 1)
             s.sendall(request(PARAM))
-            time.sleep(0.3)
-            out = parse_responses(read_all(s))
+            out += parse_responses(read_until_closed(s))
         assert [st for st, _, _ in out] == [200, 200, 200, 200, 400]
 
     def test_forwarded_request_refused(self, served: Running) -> None:
@@ -436,7 +423,7 @@ class TestBadRequests:
                     s.sendall(b"a" * 8192)
             except OSError:
                 pass  # the server closed on us: that is the point
-            out = read_all(s)
+            out = read_until_closed(s)
         assert out.startswith(b"HTTP/1.1 431")
 
     def test_malformed_request(self, served: Running) -> None:
@@ -486,10 +473,15 @@ class TestOperations:
         assert_error(served.get("/-/nope"), 404, "UnknownRoute")
 
 
-async def _many_gets(port: int, path: str, n: int) -> List[bytes]:
+async def _many_gets(
+    port: int, path: str, n: int, requests: Optional[Requests] = None
+) -> List[bytes]:
     async def one() -> bytes:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(request(path, extra="Connection: close\r\n"))
+        await writer.drain()
+        if requests is not None:
+            requests.sent()
         data = await reader.read()
         writer.close()
         return data
@@ -497,17 +489,33 @@ async def _many_gets(port: int, path: str, n: int) -> List[bytes]:
     return list(await asyncio.gather(*(one() for _ in range(n))))
 
 
+def _gets_joining_one_held_call(running: Running, proxy: UpstreamProxy, n: int) -> List[bytes]:
+    """``n`` concurrent GETs of PARAM while the proxy holds GetParameter, released once
+    exactly one is held and every GET has reached the server."""
+    proxy.inject(Fault.hold(), operation="GetParameter")
+    requests = Requests()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answers = pool.submit(asyncio.run, _many_gets(running.port, PARAM, n, requests))
+        try:
+            release_once_joined(proxy, "GetParameter", running.loop, requests, n)
+        finally:
+            proxy.release()
+        return answers.result(30)
+
+
 class TestUpstream:
     def test_concurrent_misses_make_one_call(
         self, seeded: str, proxy: UpstreamProxy, tmp_path: Any
     ) -> None:
-        """200 concurrent requests for one missing key cause exactly one upstream call."""
-        proxy.inject(Fault.delay(0.3), operation="GetParameter")
+        """200 concurrent requests for one missing key cause exactly one upstream call: all
+        of them wait for it (each a miss: one that came after it would be a hit)."""
         with serving(proxy.url, tmp_path) as running:
-            answers = asyncio.run(_many_gets(running.port, PARAM, 200))
+            answers = _gets_joining_one_held_call(running, proxy, 200)
             assert proxy.count("GetParameter") == 1
         assert all(
-            a.startswith(b"HTTP/1.1 200") and a.endswith(SAMPLE_PARAMETER_VALUE.encode())
+            a.startswith(b"HTTP/1.1 200")
+            and b"X-Cache: miss" in a
+            and a.endswith(SAMPLE_PARAMETER_VALUE.encode())
             for a in answers
         )
 
@@ -517,9 +525,12 @@ class TestUpstream:
         """200 concurrent requests for one expired key cause exactly one upstream refresh; the
         refresh is slower than ``stale_wait`` (250 ms), so readers get the stale value rather
         than wait for it, and those that come after it get the new one."""
-        with serving(proxy.url, tmp_path, env={"CACHE_EXTENSION_TTL": "1s"}) as running:
+        clock = ManualClock()
+        with serving(
+            proxy.url, tmp_path, env={"CACHE_EXTENSION_TTL": "1s"}, clock=clock
+        ) as running:
             assert running.get(PARAM)[0] == 200
-            time.sleep(1.1)  # the entry is now expired
+            clock.advance(1.1)  # the entry is now expired
             proxy.reset_counts()
             proxy.inject(Fault.delay(0.3), operation="GetParameter")
             answers = asyncio.run(_many_gets(running.port, PARAM, 200))
@@ -625,7 +636,7 @@ class TestBinding:
             pytest.skip("this host has no IPv6 loopback")
         with s:
             s.sendall(request(PARAM, extra="Connection: close\r\n"))
-            assert read_all(s).startswith(b"HTTP/1.1 200")
+            assert read_until_closed(s).startswith(b"HTTP/1.1 200")
 
     def test_refuses_non_loopback(self, served: Running) -> None:
         """Binding a wildcard or external address is refused."""
@@ -646,7 +657,7 @@ class TestConnectionBounds:
             out = parse_responses(running.raw(request("/-/health")))
             assert (out[0][0], json.loads(out[0][2])["error"]) == (503, "ServiceUnavailable")
             a.sendall(request("/-/health", extra="Connection: close\r\n"))
-            assert read_all(a).startswith(b"HTTP/1.1 200")
+            assert read_until_closed(a).startswith(b"HTTP/1.1 200")
             a.close()
             b.close()
 
@@ -659,11 +670,11 @@ class TestConnectionBounds:
             serving(seeded, tmp_path, max_connections=1) as running,
             socket.create_connection(("127.0.0.1", running.port), timeout=5) as a,
         ):
+            statuses = []
             for _ in range(3):  # miss, hit, hit whose bytes are remembered
                 a.sendall(request(PARAM))
-                time.sleep(0.05)
-            time.sleep(0.2)
-            assert [st for st, _, _ in parse_responses(a.recv(65536))] == [200, 200, 200]
+                statuses += [st for st, _, _ in read_responses(a, 1)]
+            assert statuses == [200, 200, 200]
             out = parse_responses(running.raw(request(PARAM)))
             assert (out[0][0], json.loads(out[0][2])["error"]) == (503, "ServiceUnavailable")
 
@@ -675,9 +686,9 @@ class TestConnectionBounds:
             socket.create_connection(("127.0.0.1", running.port), timeout=5) as slow,
         ):
             slow.sendall(b"GET /-/health HTTP/1.1\r\n")
-            time.sleep(0.2)
+            loop_turns(running.loop)  # the first part is read: the rest comes on its own
             slow.sendall(b"Host: x\r\n")
             t0 = time.monotonic()
-            assert read_all(idle) == b""
-            assert read_all(slow).startswith(b"HTTP/1.1 408")
+            assert read_until_closed(idle) == b""
+            assert read_until_closed(slow).startswith(b"HTTP/1.1 408")
             assert time.monotonic() - t0 < 4

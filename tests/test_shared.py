@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import boto3
 import pytest
@@ -26,7 +26,7 @@ from cachelayer.shared.settings import SharedConfig, SharedSettings
 from cachelayer.shared.store import StoreError, StoreOptions
 from cachelayer.shared.tier import SharedTier
 from cachelayer.testing.fleet import fleet, read_all
-from cachelayer.testing.live import Live, live_server
+from cachelayer.testing.live import Live, ManualClock, live_server
 from cachelayer.testing.proxy import Fault, UpstreamProxy
 from cachelayer.testing.redis import (
     RedisServer,
@@ -97,14 +97,21 @@ def ssm(aws: str) -> Any:
 
 @pytest.fixture()
 def serve(proxy: UpstreamProxy, tmp_path: Path) -> Iterator[Serve]:
-    """``serve(config, env)``: a live cachelayer (one execution environment) through the
-    proxy, with the shared tier's key in its environment."""
+    """``serve(config, env, wall=...)``: a live cachelayer (one execution environment) through
+    the proxy, with the shared tier's key in its environment; ``wall`` replaces the tier's
+    wall clock (the times shared entries carry), e.g. a ManualClock shared by environments."""
     with contextlib.ExitStack() as stack:
 
-        def start(config: str = "", env: Any = None) -> Live:
+        def start(
+            config: str = "", env: Any = None, wall: Optional[Callable[[], float]] = None
+        ) -> Live:
             extra = {"CACHE_EXTENSION_SHARED_KEY": KEY, "CACHE_EXTENSION_AUTH": "none"}
             extra.update(env or {})
-            return stack.enter_context(live_server(proxy.url, tmp_path, config, extra))
+            live = stack.enter_context(live_server(proxy.url, tmp_path, config, extra))
+            if wall is not None:
+                assert live.app.cache.shared is not None, "no shared tier in this config"
+                live.app.cache.shared.wall = wall
+            return live
 
         yield start
 
@@ -253,13 +260,12 @@ class TestReadThrough:
         left is A's, not a new TTL."""
         ssm.put_parameter(Name="p1", Value="v1", Type="String")
         config = "parameters:\n  - ttl: 30s\n    names: [p1]\n" + shared_config(redis.url)
-        a, b = serve(config), serve(config)
+        wall = ManualClock(1_000_000.0)
+        a, b = serve(config, wall=wall), serve(config, wall=wall)
         assert a.get("/parameters?name=p1").text == "v1"
-        time.sleep(2.1)
+        wall.advance(2.5)
         reply = b.get("/parameters?name=p1")
-        assert reply.text == "v1"
-        assert reply.age is not None and reply.age >= 2
-        assert reply.max_age is not None and reply.max_age <= 28
+        assert (reply.text, reply.x_cache, reply.age, reply.max_age) == ("v1", "miss", 2, 27)
         assert proxy.count("GetParameter") == 1
         stats = b.stats()["parameters"]
         assert stats["shared_hits"] == 1
@@ -269,16 +275,18 @@ class TestReadThrough:
         self, redis: RedisServer
     ) -> None:
         """One environment wins the lease and fetches; the others wait on the tier for its
-        value instead of calling upstream."""
-        tiers = [_tier(redis.url) for _ in range(6)]
+        value instead of calling upstream (the winner's call is held until all five wait)."""
+        tiers = [_tier(redis.url, lease_wait=10) for _ in range(6)]
         calls: List[int] = []
-        lock = threading.Lock()
+        release = threading.Event()
 
         def upstream() -> Value:
-            with lock:
-                calls.append(1)
-            time.sleep(0.3)
+            calls.append(1)
+            assert release.wait(10), "never released"
             return Value(b"slow value")
+
+        def waiting() -> int:
+            return sum(t.stats_for("parameters")["shared_lease_waits"] for t in tiers)
 
         item = Item("parameters", "slow")
         barrier = threading.Barrier(len(tiers))
@@ -292,11 +300,16 @@ class TestReadThrough:
         threads = [threading.Thread(target=read, args=(t,)) for t in tiers]
         for t in threads:
             t.start()
+        deadline = time.monotonic() + 10
+        while waiting() < len(tiers) - 1:  # the winner is held; the others wait for its value
+            assert time.monotonic() < deadline, (calls, waiting())
+            time.sleep(0.01)
+        assert (len(calls), waiting()) == (1, len(tiers) - 1)
+        release.set()
         for t in threads:
             t.join(10)
         assert got == [b"slow value"] * len(tiers)
         assert len(calls) == 1
-        assert sum(t.stats_for("parameters")["shared_lease_waits"] for t in tiers) >= 1
         for t in tiers:
             t.close()
 
@@ -340,10 +353,11 @@ class TestReadThrough:
         marked stale, within stale_if_error."""
         ssm.put_parameter(Name="p1", Value="v1", Type="String")
         config = "parameters:\n  - ttl: 1s\n    names: [p1]\n" + shared_config(redis.url)
-        assert serve(config).get("/parameters?name=p1").text == "v1"
-        time.sleep(1.2)
+        wall = ManualClock(1_000_000.0)
+        assert serve(config, wall=wall).get("/parameters?name=p1").text == "v1"
+        wall.advance(1.2)
         proxy.inject(Fault.throttle(), operation="GetParameter")
-        b = serve(config)
+        b = serve(config, wall=wall)
         reply = b.get("/parameters?name=p1")
         assert (reply.status, reply.text, reply.x_cache) == (200, "v1", "stale")
         assert b.stats()["parameters"]["shared_stale"] == 1
@@ -373,6 +387,9 @@ class TestNeverWorse:
             ssm.put_parameter(Name=f"p{i}", Value=f"v{i}", Type="String")
         config = shared_config(redis.url, breaker_failures=2, breaker_cooldown="1s")
         a, b = serve(config), serve(config)
+        clock = ManualClock()
+        assert a.app.cache.shared is not None
+        a.app.cache.shared.breaker.clock = clock  # the cool-down passes when told to
         assert a.get("/parameters?name=p0").status == 200
         redis.stop()
         replies = [a.get(f"/parameters?name=p{i}") for i in range(1, 11)]
@@ -380,8 +397,10 @@ class TestNeverWorse:
         errors = a.stats()["parameters"]["shared_errors"]
         assert 2 <= errors <= 4  # the breaker opened after 2 failures (a probe or so more)
         redis.start()
-        time.sleep(1.1)
+        assert a.app.cache.shared.breaker.state == "open"
+        clock.advance(1.1)
         assert a.get("/parameters?name=p11").text == "v11"  # the probe succeeds: used again
+        assert a.app.cache.shared.breaker.state == "closed"
         before = proxy.count("GetParameter")
         assert b.get("/parameters?name=p11").text == "v11"
         assert proxy.count("GetParameter") == before

@@ -37,14 +37,21 @@ class TestPrefetchJoin:
         seed_sample(aws)
         # Only a plain parameter: a Secrets Manager reference is fetched with GetParameter.
         app = _app(proxy, tmp_path, f"parameters:\n  - names: [{SAMPLE_PARAMETER}]\n")
-        proxy.inject(Fault.delay(0.5), operation="GetParameters", times=1)
+        proxy.inject(Fault.hold(), operation="GetParameters", times=1)
         provider = app.providers["parameters"]
         item = provider.resolve(SAMPLE_PARAMETER, {})
 
         async def scenario() -> Any:
             prefetch = asyncio.ensure_future(app.prefetch())
-            await asyncio.sleep(0.15)  # the batch is held by the proxy's delay
-            lookup = await app.cache.get(provider, item)
+            try:  # the batch is held by the proxy until the read has joined it
+                await asyncio.to_thread(proxy.wait_in_flight, 1, "GetParameters")
+                reading = asyncio.ensure_future(app.cache.get(provider, item))
+                for _ in range(3):
+                    await asyncio.sleep(0)
+                assert not reading.done()
+            finally:
+                proxy.release()
+            lookup = await reading
             report = await prefetch
             return lookup, report
 

@@ -10,7 +10,18 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Generic,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Optional,
+    TypeVar,
+)
 
 import attrs
 
@@ -27,6 +38,7 @@ from cachelayer.errors import (
 __all__ = [
     "THROTTLING_CODES",
     "TRANSIENT_CODES",
+    "ClientCache",
     "ClientFactory",
     "classify",
     "classify_code",
@@ -212,6 +224,31 @@ def default_region(environ: Optional[Mapping[str, str]] = None) -> Optional[str]
 OnCall = Callable[[str, str], None]
 
 
+_C = TypeVar("_C")
+
+
+class ClientCache(Generic[_C]):
+    """Clients by key (service and region), each made once however many threads ask at once.
+
+    Reads take no lock (a dict read is atomic); the lock guards making a client only."""
+
+    def __init__(self) -> None:
+        self._made: Dict[Hashable, _C] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, make: Callable[..., _C], *args: Any) -> _C:
+        """The client kept for ``key``, made by ``make(*args)`` (once) if there is none."""
+        client = self._made.get(key)
+        if client is not None:
+            return client
+        with self._lock:
+            client = self._made.get(key)
+            if client is None:
+                client = make(*args)
+                self._made[key] = client
+            return client
+
+
 @attrs.define
 class ClientFactory:
     """Shared, thread-safe boto3 clients: one per (service, region), from one Session.
@@ -234,8 +271,7 @@ class ClientFactory:
     max_pool_connections: int = 32
     session: Any = None
     endpoints: Mapping[str, str] = attrs.Factory(dict)
-    _clients: Dict[Tuple[str, Optional[str]], Any] = attrs.field(init=False, factory=dict)
-    _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
+    _clients: ClientCache[Any] = attrs.field(init=False, factory=ClientCache)
 
     @classmethod
     def from_environment(
@@ -262,16 +298,7 @@ class ClientFactory:
     def __call__(self, service: str, region: Optional[str] = None) -> Any:
         """The client for ``service`` in ``region`` (None: the default region)."""
         region = region or self.default_region
-        key = (service, region)
-        client = self._clients.get(key)  # dict reads are atomic; the lock guards creation only
-        if client is not None:
-            return client
-        with self._lock:
-            client = self._clients.get(key)
-            if client is None:
-                client = self._create(service, region)
-                self._clients[key] = client
-            return client
+        return self._clients.get((service, region), self._create, service, region)
 
     def _create(self, service: str, region: Optional[str]) -> Any:
         if self.session is None:

@@ -18,7 +18,6 @@ from rds_databases import (
     INSTALL_HINT,
     MariadbServer,
     PostgresServer,
-    TestCA,
     temp_directory,
 )
 
@@ -49,7 +48,7 @@ def postgres() -> Iterator[PostgresServer]:
     directory = temp_directory("cachelayer-rds-pg-")
     tls_dir = os.path.join(directory, "tls")
     os.mkdir(tls_dir)
-    server = PostgresServer(bindir, directory, TestCA(tls_dir))
+    server = PostgresServer(bindir, directory, tls_dir)
     try:
         server.init()
         server.start()
@@ -90,7 +89,7 @@ def mariadb() -> Iterator[MariadbServer]:
     directory = temp_directory("cachelayer-rds-my-")
     tls_dir = os.path.join(directory, "tls")
     os.mkdir(tls_dir)
-    server = MariadbServer(directory, TestCA(tls_dir))
+    server = MariadbServer(directory, tls_dir)
     try:
         server.init()
         server.start()

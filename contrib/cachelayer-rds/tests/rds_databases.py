@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime
 import glob
-import ipaddress
 import os
 import pwd
 import shutil
@@ -13,9 +11,12 @@ import socket
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
 import attrs
+
+from cachelayer.testing.tls import TestCA, make_test_ca
 
 APP_PASSWORD = "app-pass-42"
 SECRET_NAME = "app-db-password"
@@ -33,87 +34,6 @@ def _as_user(user: Optional[str], argv: Sequence[str]) -> List[str]:
 
 
 @attrs.define
-class TestCA:
-    """A CA and a server certificate for 127.0.0.1 / localhost, written as PEM files."""
-
-    directory: str
-    ca_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
-    other_ca_file: str = ""
-
-    def create(self, owner: Optional[str]) -> None:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
-        now = datetime.datetime.now(datetime.timezone.utc)
-
-        def ca(name: str) -> Any:
-            key = ec.generate_private_key(ec.SECP256R1())
-            subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-            cert = (
-                x509.CertificateBuilder()
-                .subject_name(subject)
-                .issuer_name(subject)
-                .public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(hours=1))
-                .not_valid_after(now + datetime.timedelta(days=2))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                .add_extension(
-                    x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                    critical=True,
-                )
-                .sign(key, hashes.SHA256())
-            )
-            return key, cert
-
-        ca_key, ca_cert = ca("cachelayer-rds test CA")
-        _, other_cert = ca("some other CA")
-        server_key = ec.generate_private_key(ec.SECP256R1())
-        server_cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_cert.subject)
-            .public_key(server_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        pem = serialization.Encoding.PEM
-        self.ca_file = os.path.join(self.directory, "ca.pem")
-        self.other_ca_file = os.path.join(self.directory, "other-ca.pem")
-        self.cert_file = os.path.join(self.directory, "server.pem")
-        self.key_file = os.path.join(self.directory, "server.key")
-        for path, data in (
-            (self.ca_file, ca_cert.public_bytes(pem)),
-            (self.other_ca_file, other_cert.public_bytes(pem)),
-            (self.cert_file, server_cert.public_bytes(pem)),
-            (
-                self.key_file,
-                server_key.private_bytes(
-                    pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-                ),
-            ),
-        ):
-            with open(path, "wb") as f:
-                f.write(data)
-        os.chmod(self.key_file, 0o600)
-        if owner:
-            entry = pwd.getpwnam(owner)
-            os.chown(self.key_file, entry.pw_uid, entry.pw_gid)
-
-
-@attrs.define
 class PostgresServer:
     """A PostgreSQL cluster on 127.0.0.1, run as an unprivileged user when the tests are root.
 
@@ -123,9 +43,10 @@ class PostgresServer:
 
     bindir: str
     directory: str
-    tls: TestCA
+    tls_dir: str
     port: int = 0
     user: Optional[str] = None
+    tls: TestCA = attrs.field(init=False)  # made by init()
     SUPERUSER_PASSWORD = "super-secret-pw"
 
     @classmethod
@@ -149,7 +70,7 @@ class PostgresServer:
         if self.user:
             entry = pwd.getpwnam(self.user)
             os.chown(pwfile, entry.pw_uid, entry.pw_gid)
-        self.tls.create(self.user)
+        self.tls = make_test_ca(Path(self.tls_dir), other_ca=True, key_owner=self.user)
         subprocess.run(
             _as_user(
                 self.user,
@@ -249,9 +170,10 @@ class MariadbServer:
     """A MariaDB server on 127.0.0.1 with its general log in a table (to count queries)."""
 
     directory: str
-    tls: TestCA
+    tls_dir: str
     port: int = 0
     process: Any = None
+    tls: TestCA = attrs.field(init=False)  # made by init()
 
     @staticmethod
     def find_server() -> Optional[str]:
@@ -277,7 +199,7 @@ class MariadbServer:
             check=True,
             capture_output=True,
         )
-        self.tls.create(None)
+        self.tls = make_test_ca(Path(self.tls_dir), other_ca=True)
         self.port = free_port()
 
     def start(self) -> None:

@@ -339,7 +339,7 @@ class TestTls:
             pg_source(
                 postgres,
                 url=pg_url(postgres, "?sslmode=verify-full"),
-                ca_bundle=postgres.tls.ca_file,
+                ca_bundle=str(postgres.tls.ca_file),
             )
         )
         assert get(provider, "flags/beta")[0]["value"] == "off"
@@ -357,7 +357,7 @@ class TestTls:
             pg_source(
                 postgres,
                 url=pg_url(postgres, "?sslmode=verify-full"),
-                ca_bundle=postgres.tls.other_ca_file,
+                ca_bundle=str(postgres.tls.other_ca_file),
             )
         )
         with pytest.raises(UpstreamError, match="certificate failed verification") as caught:
@@ -386,7 +386,7 @@ class TestMariadb:
         )
         url = my_url(mariadb) + "?ssl-mode=VERIFY_IDENTITY"
         provider = make(
-            my_source(mariadb, name="tls", url=url, query=query, ca_bundle=mariadb.tls.ca_file)
+            my_source(mariadb, name="tls", url=url, query=query, ca_bundle=str(mariadb.tls.ca_file))
         )
         (row,) = get(provider, "tls/x")
         assert row["cipher"]  # a TLS cipher is in use
@@ -394,7 +394,7 @@ class TestMariadb:
         assert get(plain, "tls/x") == [{"cipher": ""}]
         wrong = make(
             my_source(
-                mariadb, name="tls", url=url, query=query, ca_bundle=mariadb.tls.other_ca_file
+                mariadb, name="tls", url=url, query=query, ca_bundle=str(mariadb.tls.other_ca_file)
             )
         )
         with pytest.raises(UpstreamError, match="certificate failed verification") as caught:

@@ -11,11 +11,14 @@ import os
 import signal
 import time
 import urllib.parse
-from typing import Any, Callable, List
+from pathlib import Path
+from typing import Any, Callable, List, Tuple
 
 import boto3
 import pytest
 from rds_databases import APP_PASSWORD, SECRET_NAME, MariadbServer, PostgresServer
+
+from cachelayer.testing.clock import FileClock
 
 CONFIG = """\
 rds:
@@ -63,11 +66,16 @@ def secret(aws: str) -> None:
 @pytest.mark.slow
 class TestServedPostgres:
     def test_hits_misses_negative_ttl_and_single_flight(
-        self, postgres: PostgresServer, secret: None, cachelayer_server: Callable[..., Any]
+        self,
+        postgres: PostgresServer,
+        secret: None,
+        cachelayer_server: Callable[..., Any],
+        tmp_path: Path,
     ) -> None:
         """The issue's config: miss then hit, no rows 404 cached, TTL expiry, and 50 concurrent
         reads of one key run the query once on the server."""
-        server = cachelayer_server(CONFIG.format(port=postgres.port, ttl="2s", pool=2))
+        clock = FileClock(tmp_path / "clock")
+        server = cachelayer_server(CONFIG.format(port=postgres.port, ttl="2s", pool=2), clock=clock)
         postgres.sql("SELECT pg_stat_statements_reset()", database="appdb")
 
         first = server.get("/rds?name=flags/dark-mode")
@@ -89,7 +97,7 @@ class TestServedPostgres:
         assert {a.body for a in answers} == {b'[{"key":"beta","value":"off","enabled":false}]'}
         assert pg_queries(postgres) == 3
 
-        time.sleep(2.2)  # past the 2 s TTL
+        clock.advance(2.2)  # past the 2 s TTL
         expired = server.get("/rds?name=flags/dark-mode")
         assert (expired.status, expired.headers["X-Cache"]) == (200, "miss")
         assert pg_queries(postgres) == 4
@@ -101,16 +109,21 @@ class TestServedPostgres:
         assert backends(postgres) <= 2
 
     def test_outage_serves_stale_then_precise_502_then_recovers_without_leaks(
-        self, postgres: PostgresServer, secret: None, cachelayer_server: Callable[..., Any]
+        self,
+        postgres: PostgresServer,
+        secret: None,
+        cachelayer_server: Callable[..., Any],
+        tmp_path: Path,
     ) -> None:
         """Database down: a cached key is served stale, an uncached one is a 502 naming the
         failure; back up: fresh values again and exactly one connection on the server."""
-        server = cachelayer_server(CONFIG.format(port=postgres.port, ttl="1s", pool=1))
+        clock = FileClock(tmp_path / "clock")
+        server = cachelayer_server(CONFIG.format(port=postgres.port, ttl="1s", pool=1), clock=clock)
         assert server.get("/rds?name=flags/dark-mode").status == 200
         assert backends(postgres) == 1
         postgres.stop()
         try:
-            time.sleep(1.1)  # past the TTL
+            clock.advance(1.1)  # past the TTL
             stale = server.get("/rds?name=flags/dark-mode")
             assert (stale.status, stale.headers["X-Cache"]) == (200, "stale")
             assert stale.json()[0]["value"] == "on"
@@ -122,19 +135,27 @@ class TestServedPostgres:
         finally:
             postgres.start()
 
-        def fresh() -> bool:
-            answer = server.get("/rds?name=flags/dark-mode")
-            return answer.status == 200 and answer.headers["X-Cache"] in ("hit", "miss")
+        def answers(name: str, states: Tuple[str, ...]) -> Callable[[], bool]:
+            def check() -> bool:
+                clock.advance(1.0)  # past the backoff the failures left (0.5 s to 1 s at first)
+                answer = server.get(f"/rds?name=flags/{name}")
+                return answer.status == 200 and answer.headers["X-Cache"] in states
 
-        wait_for(fresh)
-        wait_for(lambda: server.get("/rds?name=flags/beta").status == 200)
+            return check
+
+        wait_for(answers("dark-mode", ("hit", "miss")))
+        wait_for(answers("beta", ("hit", "miss")))
         assert backends(postgres) == 1
 
 
 @pytest.mark.slow
 class TestFreeze:
     def test_connection_killed_while_frozen_is_replaced_on_thaw(
-        self, postgres: PostgresServer, secret: None, cachelayer_server: Callable[..., Any]
+        self,
+        postgres: PostgresServer,
+        secret: None,
+        cachelayer_server: Callable[..., Any],
+        tmp_path: Path,
     ) -> None:
         """Frozen (SIGSTOP) past the server's idle_session_timeout, the kept connection dies; on
         thaw the next read replaces it once and answers fresh, with one connection left."""
@@ -145,13 +166,14 @@ class TestFreeze:
             config = CONFIG.format(port=postgres.port, ttl="1s", pool=1).replace(
                 "postgresql://app@", "postgresql://frozen@"
             )
-            server = cachelayer_server(config)
+            clock = FileClock(tmp_path / "clock")
+            server = cachelayer_server(config, clock=clock)
             assert server.get("/rds?name=flags/beta").status == 200
             assert backends(postgres) == 1
             os.kill(server.process.pid, signal.SIGSTOP)
             try:
                 wait_for(lambda: backends(postgres) == 0, timeout=10)  # killed while frozen
-                time.sleep(0.6)  # and past the TTL
+                clock.advance(1.1)  # and past the TTL
             finally:
                 os.kill(server.process.pid, signal.SIGCONT)
             thawed = server.get("/rds?name=flags/beta")
@@ -168,7 +190,10 @@ class TestFreeze:
 @pytest.mark.slow
 class TestServedMariadb:
     def test_hits_and_single_flight_counted_in_the_general_log(
-        self, mariadb: MariadbServer, secret: None, cachelayer_server: Callable[..., Any]
+        self,
+        mariadb: MariadbServer,
+        secret: None,
+        cachelayer_server: Callable[..., Any],
     ) -> None:
         """mysql:// sources serve the same way; 50 concurrent reads make one query (general log)."""
         config = (

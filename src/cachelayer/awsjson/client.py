@@ -16,7 +16,13 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Unio
 import attrs
 
 from cachelayer._version import __version__
-from cachelayer.aws import THROTTLING_CODES, NotFoundPredicate, classify_code, default_region
+from cachelayer.aws import (
+    THROTTLING_CODES,
+    ClientCache,
+    NotFoundPredicate,
+    classify_code,
+    default_region,
+)
 from cachelayer.awsjson.credentials import CredentialSource, default_credentials
 from cachelayer.awsjson.endpoints import endpoint_url
 from cachelayer.awsjson.http import ConnectionPool, ConnectTimeout, HttpResponse
@@ -379,8 +385,7 @@ class JsonClientFactory:
     sleep: Callable[[float], None] = time.sleep
     _pool: Optional[ConnectionPool] = attrs.field(default=None, init=False)
     _quota: RetryQuota = attrs.field(factory=RetryQuota, init=False)
-    _clients: Dict[Tuple[str, Optional[str]], JsonClient] = attrs.field(factory=dict, init=False)
-    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
+    _clients: ClientCache[JsonClient] = attrs.field(factory=ClientCache, init=False)
 
     @classmethod
     def from_environment(
@@ -399,16 +404,7 @@ class JsonClientFactory:
         """The client for ``service`` in ``region`` (None: the default region)."""
         spec = self._service(service)
         region = region or self.default_region
-        key = (spec.name, region)
-        client = self._clients.get(key)
-        if client is not None:
-            return client
-        with self._lock:
-            client = self._clients.get(key)
-            if client is None:
-                client = self._create(spec, region)
-                self._clients[key] = client
-            return client
+        return self._clients.get((spec.name, region), self._create, spec, region)
 
     def _service(self, service: Union[str, JsonService]) -> JsonService:
         if isinstance(service, JsonService):

@@ -65,6 +65,76 @@ def _is_digit(ch: str) -> bool:
     return "0" <= ch <= "9"
 
 
+def _leading_int(s: str, orig: str) -> Tuple[int, str, bool]:
+    """Go's leadingInt: ``[0-9]*`` as a number, the rest, and whether there were digits."""
+    i = 0
+    v = 0
+    while i < len(s) and _is_digit(s[i]):
+        v = v * 10 + ord(s[i]) - 48
+        if v > _MAX:
+            raise _invalid(orig)
+        i += 1
+    return v, s[i:], i > 0
+
+
+def _leading_fraction(s: str) -> Tuple[int, float, str, bool]:
+    """Go's leadingFraction after a period: the digits as a number, their scale, the rest, and
+    whether there were digits. Digits beyond int64 precision are consumed but ignored."""
+    i = 0
+    f = 0
+    scale = 1.0
+    overflow = False
+    while i < len(s) and _is_digit(s[i]):
+        if not overflow:
+            y = f * 10 + ord(s[i]) - 48
+            if f > (_MAX - 1) // 10 or y > _MAX:
+                overflow = True
+            else:
+                f = y
+                scale *= 10
+        i += 1
+    return f, scale, s[i:], i > 0
+
+
+def _leading_unit(s: str, orig: str) -> Tuple[int, str]:
+    """The unit (everything up to the next digit or period) in nanoseconds, and the rest."""
+    i = 0
+    while i < len(s) and not (s[i] == "." or _is_digit(s[i])):
+        i += 1
+    if i == 0:
+        raise ValueError(f"time: missing unit in duration {_quote(orig)}; {DURATION_HINT}")
+    unit_text = s[:i]
+    unit = _UNITS.get(unit_text)
+    if unit is None:
+        raise ValueError(
+            f"time: unknown unit {_quote(unit_text)} in duration {_quote(orig)}; {DURATION_HINT}"
+        )
+    return unit, s[i:]
+
+
+def _component(s: str, orig: str) -> Tuple[int, str]:
+    """One ``<number><unit>`` of a duration in nanoseconds, and the rest of the text."""
+    if not (s[0] == "." or _is_digit(s[0])):
+        raise _invalid(orig)
+    v, s, pre = _leading_int(s, orig)  # [0-9]*
+    post = False
+    f, scale = 0, 1.0
+    if s and s[0] == ".":  # (\.[0-9]*)?
+        f, scale, s, post = _leading_fraction(s[1:])
+    if not pre and not post:  # no digits at all, e.g. ".s"
+        raise _invalid(orig)
+    unit, s = _leading_unit(s, orig)
+    if v > _MAX // unit:
+        raise _invalid(orig)
+    v *= unit
+    if f > 0:
+        # float64 as in Go: exact to the nanosecond for fractions of hours.
+        v += int(float(f) * (float(unit) / scale))
+        if v > _MAX:
+            raise _invalid(orig)
+    return v, s
+
+
 def parse_duration_ns(text: str) -> int:
     """Parse a Go duration string into integer nanoseconds, exactly as Go's ``time.ParseDuration``.
 
@@ -82,60 +152,7 @@ def parse_duration_ns(text: str) -> int:
         raise _invalid(orig)
     total = 0
     while s:
-        if not (s[0] == "." or _is_digit(s[0])):
-            raise _invalid(orig)
-        # [0-9]*
-        i = 0
-        v = 0
-        while i < len(s) and _is_digit(s[i]):
-            v = v * 10 + ord(s[i]) - 48
-            if v > _MAX:
-                raise _invalid(orig)
-            i += 1
-        pre = i > 0
-        s = s[i:]
-        # (\.[0-9]*)?  Digits beyond int64 precision are consumed but ignored, as in Go.
-        post = False
-        f = 0
-        scale = 1.0
-        if s and s[0] == ".":
-            s = s[1:]
-            i = 0
-            overflow = False
-            while i < len(s) and _is_digit(s[i]):
-                if not overflow:
-                    y = f * 10 + ord(s[i]) - 48
-                    if f > (_MAX - 1) // 10 or y > _MAX:
-                        overflow = True
-                    else:
-                        f = y
-                        scale *= 10
-                i += 1
-            post = i > 0
-            s = s[i:]
-        if not pre and not post:  # no digits at all, e.g. ".s"
-            raise _invalid(orig)
-        # The unit: everything up to the next digit or period.
-        i = 0
-        while i < len(s) and not (s[i] == "." or _is_digit(s[i])):
-            i += 1
-        if i == 0:
-            raise ValueError(f"time: missing unit in duration {_quote(orig)}; {DURATION_HINT}")
-        unit_text, s = s[:i], s[i:]
-        unit = _UNITS.get(unit_text)
-        if unit is None:
-            raise ValueError(
-                f"time: unknown unit {_quote(unit_text)} in duration {_quote(orig)}; "
-                f"{DURATION_HINT}"
-            )
-        if v > _MAX // unit:
-            raise _invalid(orig)
-        v *= unit
-        if f > 0:
-            # float64 as in Go: exact to the nanosecond for fractions of hours.
-            v += int(float(f) * (float(unit) / scale))
-            if v > _MAX:
-                raise _invalid(orig)
+        v, s = _component(s, orig)
         total += v
         if total > _MAX:
             raise _invalid(orig)

@@ -231,11 +231,11 @@ class Server:
         self._pending.pop(conn, None)
 
     def make_room(self, conn: HttpConnection) -> bool:
-        """Room for ``conn``, admitted over the limit, whose request authenticates: True at once
-        when connections closed since it was accepted, else close the oldest pending connection
-        other than it; False when every other connection has authenticated."""
+        """Close the oldest pending connection other than ``conn`` to make room for it;
+        False when every other connection has authenticated. No one is closed when the
+        connections that made ``conn`` over the limit have gone since."""
         if len(self._connections) <= self.max_connections:
-            return True  # the verdict of admit() is stale: others have gone meanwhile
+            return True
         return self._displace(conn)
 
     def _displace(self, keep: HttpConnection) -> bool:

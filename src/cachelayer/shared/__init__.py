@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 _LAZY: Dict[str, str] = {
-    "CircuitBreaker": "cachelayer.shared.tier",
+    "CircuitBreaker": "cachelayer.shared.breaker",
     "Fetched": "cachelayer.shared.tier",
     "SharedTier": "cachelayer.shared.tier",
     "SharedConfig": "cachelayer.shared.settings",

@@ -137,16 +137,7 @@ def resolve_shared(
     ``section`` is the parsed ``cache.shared`` (None when absent), ``source``/``line`` where it
     is written. Raises ``ConfigError`` when a tier is configured without a URL or a key.
     """
-    env_url = environ.get("CACHE_EXTENSION_SHARED_URL")
-    if env_url is not None and not env_url.strip():
-        raise ConfigError(
-            "is empty; unset it, or give the store's URL, e.g. rediss://host:6379",
-            source="CACHE_EXTENSION_SHARED_URL",
-        )
-    if env_url is not None:
-        problem = url_problem(env_url)
-        if problem:
-            raise ConfigError(problem, source="CACHE_EXTENSION_SHARED_URL")
+    env_url = _url_from_environment(environ)
     if section is None and env_url is None:
         return None
     settings = section if section is not None else SharedSettings()
@@ -159,40 +150,71 @@ def resolve_shared(
             line=line,
             key="cache.shared",
         )
-    key: Optional[bytes] = None
-    raw_key = environ.get("CACHE_EXTENSION_SHARED_KEY") or None  # empty is unset
-    if raw_key is not None:
-        key = decode_key(raw_key, "CACHE_EXTENSION_SHARED_KEY")
-    elif not settings.key_secret:
-        if section is not None:
-            raise ConfigError(
-                "a shared tier without an encryption key would store values in plaintext; "
-                + KEY_HINT,
-                source=source,
-                line=line,
-                key="cache.shared",
-            )
-        raise ConfigError(
-            "is set, but the shared tier has no encryption key; " + KEY_HINT,
-            source="CACHE_EXTENSION_SHARED_URL",
-        )
+    key = _key(environ, settings, from_section=section is not None, source=source, line=line)
     if settings.ca_file:
-        # A setting that would be silently ignored, or fail only on first use, is an error now.
-        if urllib.parse.urlsplit(url).scheme.lower() != "rediss":
-            raise ConfigError(
-                f"ca_file is set but {redact_url(url)!r} is not a TLS URL; use rediss://, or "
-                "remove ca_file",
-                source=source,
-                line=line,
-                key="cache.shared.ca_file",
-            )
-        if not os.path.isfile(settings.ca_file):
-            raise ConfigError(
-                f"no such file {settings.ca_file!r}; give the PEM file of the CA that signed the "
-                "server's certificate",
-                source=source,
-                line=line,
-                key="cache.shared.ca_file",
-            )
+        _check_ca_file(url, settings.ca_file, source=source, line=line)
     password = environ.get("CACHE_EXTENSION_SHARED_PASSWORD") or None
     return SharedConfig(url=url, settings=settings, key=key, password=password)
+
+
+def _url_from_environment(environ: Mapping[str, str]) -> Optional[str]:
+    """``CACHE_EXTENSION_SHARED_URL``, checked; None when unset."""
+    env_url = environ.get("CACHE_EXTENSION_SHARED_URL")
+    if env_url is not None and not env_url.strip():
+        raise ConfigError(
+            "is empty; unset it, or give the store's URL, e.g. rediss://host:6379",
+            source="CACHE_EXTENSION_SHARED_URL",
+        )
+    if env_url is not None:
+        problem = url_problem(env_url)
+        if problem:
+            raise ConfigError(problem, source="CACHE_EXTENSION_SHARED_URL")
+    return env_url
+
+
+def _key(
+    environ: Mapping[str, str],
+    settings: SharedSettings,
+    *,
+    from_section: bool,
+    source: str,
+    line: Optional[int],
+) -> Optional[bytes]:
+    """The key from ``CACHE_EXTENSION_SHARED_KEY``, or None when ``key_secret`` names one to
+    read later; a ConfigError when there is neither (where the tier was asked for)."""
+    raw_key = environ.get("CACHE_EXTENSION_SHARED_KEY") or None  # empty is unset
+    if raw_key is not None:
+        return decode_key(raw_key, "CACHE_EXTENSION_SHARED_KEY")
+    if settings.key_secret:
+        return None
+    if from_section:
+        raise ConfigError(
+            "a shared tier without an encryption key would store values in plaintext; " + KEY_HINT,
+            source=source,
+            line=line,
+            key="cache.shared",
+        )
+    raise ConfigError(
+        "is set, but the shared tier has no encryption key; " + KEY_HINT,
+        source="CACHE_EXTENSION_SHARED_URL",
+    )
+
+
+def _check_ca_file(url: str, ca_file: str, *, source: str, line: Optional[int]) -> None:
+    # A setting that would be silently ignored, or fail only on first use, is an error now.
+    if urllib.parse.urlsplit(url).scheme.lower() != "rediss":
+        raise ConfigError(
+            f"ca_file is set but {redact_url(url)!r} is not a TLS URL; use rediss://, or "
+            "remove ca_file",
+            source=source,
+            line=line,
+            key="cache.shared.ca_file",
+        )
+    if not os.path.isfile(ca_file):
+        raise ConfigError(
+            f"no such file {ca_file!r}; give the PEM file of the CA that signed the "
+            "server's certificate",
+            source=source,
+            line=line,
+            key="cache.shared.ca_file",
+        )

@@ -4,32 +4,27 @@ from __future__ import annotations
 
 import base64
 import collections
-import contextlib
 import logging
 import os
 import threading
 import time
 import urllib.parse
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import attrs
 
 from cachelayer.errors import NotFoundError, TransientError
 from cachelayer.provider import Item, Value
-from cachelayer.shared.crypto import Sealer, UnsealError
-from cachelayer.shared.record import SharedRecord, decode_record, encode_record
-from cachelayer.shared.settings import SharedConfig, decode_key, redact_url
-from cachelayer.shared.store import SharedStore, StoreError
+from cachelayer.shared.breaker import CircuitBreaker
+from cachelayer.shared.counters import RouteCounters
+from cachelayer.shared.guarded import GuardedStore, Unavailable
+from cachelayer.shared.record import SharedRecord
+from cachelayer.shared.settings import SharedConfig, redact_url
+from cachelayer.shared.store import SharedStore
 
 __all__ = ["CircuitBreaker", "Fetched", "SharedTier"]
 
 log = logging.getLogger("cachelayer.shared")
-
-_LATENCY_SAMPLES = 512
-
-
-class _Unavailable(Exception):
-    """The tier cannot be used for this read (breaker open, error, deadline): go upstream."""
 
 
 @attrs.frozen
@@ -45,95 +40,38 @@ class Fetched:
     overdue: float = 0.0
 
 
-class CircuitBreaker:
-    """Stops asking a failing store: after ``failures`` failures in a row it opens for
-    ``cooldown`` seconds; then one caller is let through as a probe (half-open), whose success
-    closes it and whose failure opens it again. Nothing runs on a timer: the state moves only
-    when a caller asks, which is what a Lambda environment (frozen between invocations) needs.
-    """
+@attrs.frozen
+class _Read:
+    """One ``fetch`` of ``item`` at ``key``: its TTLs, and what the tier held when it began."""
 
-    def __init__(self, failures: int, cooldown: float, clock: Callable[[], float]) -> None:
-        self._failures = failures
-        self._cooldown = cooldown
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._consecutive = 0
-        self._open_until = 0.0
-        self._probing = False
-
-    @property
-    def state(self) -> str:
-        """``closed``, ``open`` or ``half-open``."""
-        if self._consecutive < self._failures:
-            return "closed"
-        if self._probing or self._clock() >= self._open_until:
-            return "half-open"
-        return "open"
-
-    def allow(self) -> bool:
-        """Whether to try the store now (when open: False until the cool-down is over, then
-        True once, for the probe)."""
-        with self._lock:
-            if self._consecutive < self._failures:
-                return True
-            if self._probing or self._clock() < self._open_until:
-                return False
-            self._probing = True
-            return True
-
-    def success(self) -> bool:
-        """Record a success; True if this closed an open breaker."""
-        with self._lock:
-            reopened = self._consecutive >= self._failures
-            self._consecutive = 0
-            self._probing = False
-            return reopened
-
-    def failure(self) -> bool:
-        """Record a failure; True if this opened the breaker."""
-        with self._lock:
-            self._consecutive += 1
-            self._probing = False
-            if self._consecutive >= self._failures:
-                self._open_until = self._clock() + self._cooldown
-                return self._consecutive == self._failures
-            return False
+    item: Item
+    key: str
+    counters: RouteCounters
+    ttl: float
+    negative_ttl: float
+    stale_if_error: float
+    has_local: bool
+    record: Optional[SharedRecord]  # what the store held (None: nothing usable)
+    now: float  # wall-clock time of that first look
 
 
-class _RouteCounters:
-    """The tier's counters of one route (incremented from worker threads, under a lock)."""
+@attrs.frozen
+class _Lease:
+    """A lease asked for: ``won`` True (ours), False (another environment's) or None (the
+    store failed: fetch, and write nothing)."""
 
-    __slots__ = ("errors", "hits", "latencies", "misses", "rejected", "stale", "waits", "writes")
-
-    def __init__(self) -> None:
-        self.hits = self.misses = self.errors = self.rejected = 0
-        self.writes = self.waits = self.stale = 0
-        self.latencies: Deque[float] = collections.deque(maxlen=_LATENCY_SAMPLES)
-
-    def as_dict(self) -> Dict[str, int]:
-        ordered = sorted(self.latencies)
-
-        def quantile(q: float) -> int:
-            if not ordered:
-                return 0
-            return int(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e6)
-
-        return {
-            "shared_hits": self.hits,
-            "shared_misses": self.misses,
-            "shared_errors": self.errors,
-            "shared_rejected": self.rejected,
-            "shared_writes": self.writes,
-            "shared_lease_waits": self.waits,
-            "shared_stale": self.stale,
-            "shared_latency_p50_us": quantile(0.50),
-            "shared_latency_p99_us": quantile(0.99),
-        }
+    key: str
+    token: bytes
+    won: Optional[bool]
 
 
 def _quote(text: str) -> str:
     # Quote everything that is a separator of the key layout or a SCAN glob character.
     return urllib.parse.quote(text, safe="/_-.~@+,")
+
+
+def _token() -> bytes:
+    return base64.b64encode(os.urandom(12))
 
 
 class SharedTier:
@@ -162,15 +100,13 @@ class SharedTier:
         self.store = store
         self.config = config
         self._settings = s
-        self._read_secret = read_secret
         self.wall = wall  # replaceable: a simulation runs the tier on its own clock
         self._monotonic = monotonic
         self._sleep = sleep
         self.breaker = CircuitBreaker(s.breaker_failures, float(s.breaker_cooldown), monotonic)
-        self._sealer: Optional[Sealer] = None
-        self._sealer_lock = threading.Lock()
+        self._store = GuardedStore(store, config, self.breaker, read_secret)
         self._lock = threading.Lock()
-        self._counters: Dict[str, _RouteCounters] = collections.defaultdict(_RouteCounters)
+        self._counters: Dict[str, RouteCounters] = collections.defaultdict(RouteCounters)
 
     def __repr__(self) -> str:
         return f"SharedTier({redact_url(self.config.url)!r}, store={self.store!r})"
@@ -187,6 +123,10 @@ class SharedTier:
 
     def _lease_key(self, key: str) -> str:
         return f"{self._settings.prefix}lease:{key[len(self._settings.prefix) :]}"
+
+    def _counters_for(self, route: str) -> RouteCounters:
+        with self._lock:
+            return self._counters[route]
 
     # -- the read path (worker threads) -------------------------------------------------
 
@@ -210,95 +150,111 @@ class SharedTier:
         """
         if ttl <= 0:  # not cached at all: nothing to share
             return Fetched(upstream(), 0.0, 0.0)
-        with self._lock:
-            counters = self._counters[item.route]
+        counters = self._counters_for(item.route)
         key = self.storage_key(item)
         try:
-            record, seen = self._read(counters, key)
-        except _Unavailable:
+            record, seen = self._store.read(counters, key)
+        except Unavailable:
             return Fetched(upstream(), 0.0, ttl)
         bad = seen if record is None else None
         now = self.wall()
         if record is not None and record.remaining(now) > refresh_within:
-            with self._lock:
-                counters.hits += 1
+            counters.bump("hits")
             return self._answer(record, now, ttl)
-        lease_key = self._lease_key(key)
-        token = base64.b64encode(os.urandom(12))
-        won: Optional[bool]
+        read = _Read(item, key, counters, ttl, negative_ttl, stale_if_error, has_local, record, now)
+        lease = self._ask_lease(counters, self._lease_key(key))
+        shared = self._while_leased(read, lease, bad, refresh_within)
+        if shared is not None:
+            return shared
+        counters.bump("misses")  # this environment fetches upstream
         try:
-            won = self._op(counters, lambda: self.store.add(lease_key, token, self._lease_ttl()))
-        except _Unavailable:
-            won = None  # fetch ourselves, write nothing
-        if won:
+            return self._fetch_upstream(read, lease, upstream)
+        finally:
+            if lease.won:
+                self._store.give_back(counters, lease.key, lease.token)
+
+    def _ask_lease(self, counters: RouteCounters, lease_key: str) -> _Lease:
+        token = _token()
+        try:
+            won: Optional[bool] = self._store.take_lease(
+                counters, lease_key, token, self._lease_ttl()
+            )
+        except Unavailable:
+            won = None
+        return _Lease(lease_key, token, won)
+
+    def _while_leased(
+        self, read: _Read, lease: _Lease, bad: Optional[bytes], refresh_within: float
+    ) -> Optional[Fetched]:
+        """The tier's answer after asking for the lease, or None: fetch upstream."""
+        record, counters = read.record, read.counters
+        if lease.won:
             # Won, but maybe just after another winner wrote and released: look once more.
             try:
-                again, _ = self._read(counters, key, bad)
-            except _Unavailable:
+                again, _ = self._store.read(counters, read.key, bad)
+            except Unavailable:
                 again = None
             if again is not None and again.remaining(self.wall()) > refresh_within:
-                self._give_back(counters, lease_key, token, won)
-                with self._lock:
-                    counters.hits += 1
-                return self._answer(again, self.wall(), ttl)
-        if (
-            won is False
-            and record is not None
-            and record.value is not None
-            and record.remaining(now) > 0
-        ):
+                self._store.give_back(counters, lease.key, lease.token)
+                counters.bump("hits")
+                return self._answer(again, self.wall(), read.ttl)
+            return None
+        if lease.won is None:
+            return None
+        if record is not None and record.value is not None and record.remaining(read.now) > 0:
             # Someone else is refreshing a value still fresh: use it meanwhile.
-            with self._lock:
-                counters.hits += 1
-            return self._answer(record, now, ttl)
-        if won is False:
-            waited = self._wait(counters, key, lease_key, bad)
-            if waited is not None:  # counted as a hit (after a wait, see shared_lease_waits)
-                return self._answer(waited, self.wall(), ttl)
-        with self._lock:
-            counters.misses += 1  # this environment fetches upstream
+            counters.bump("hits")
+            return self._answer(record, read.now, read.ttl)
+        waited = self._wait(counters, read.key, lease.key, bad)
+        if waited is not None:  # counted as a hit (after a wait, see shared_lease_waits)
+            return self._answer(waited, self.wall(), read.ttl)
+        return None
+
+    def _fetch_upstream(self, read: _Read, lease: _Lease, upstream: Callable[[], Value]) -> Fetched:
+        """Call upstream; share what it says unless the store failed (the caller gives the
+        lease back); on a transient failure, the tier's stale copy if it has one."""
         try:
             value = upstream()
         except NotFoundError as exc:
-            if won is not None and self._settings.negative and negative_ttl > 0:
+            if lease.won is not None and self._settings.negative and read.negative_ttl > 0:
                 started = self.wall()
-                rec = SharedRecord(None, started, started + negative_ttl, str(exc))
-                self._write(counters, key, rec, negative_ttl)
-            self._give_back(counters, lease_key, token, won)
+                rec = SharedRecord(None, started, started + read.negative_ttl, str(exc))
+                self._store.write(read.counters, read.key, rec, read.negative_ttl)
             raise
         except TransientError:
-            self._give_back(counters, lease_key, token, won)
-            if (
-                not has_local
-                and record is not None
-                and record.value is not None
-                and now < record.expires_at + stale_if_error
-            ):
-                with self._lock:
-                    counters.stale += 1
-                log.warning(
-                    "%s %r: upstream failed; serving the shared tier's stale copy",
-                    item.route,
-                    item.name,
-                )
-                return Fetched(
-                    record.value,
-                    max(0.0, now - record.fetched_at),
-                    0.0,
-                    stale=True,
-                    overdue=max(0.0, now - record.expires_at),
-                )
-            raise
-        except BaseException:
-            self._give_back(counters, lease_key, token, won)
-            raise
-        if won is not None:
+            stale = self._stale_copy(read)
+            if stale is None:
+                raise
+            return stale
+        if lease.won is not None:
             started = self.wall()
-            self._write(
-                counters, key, SharedRecord(value, started, started + ttl), ttl + stale_if_error
-            )
-        self._give_back(counters, lease_key, token, won)
-        return Fetched(value, 0.0, ttl)
+            rec = SharedRecord(value, started, started + read.ttl)
+            self._store.write(read.counters, read.key, rec, read.ttl + read.stale_if_error)
+        return Fetched(value, 0.0, read.ttl)
+
+    def _stale_copy(self, read: _Read) -> Optional[Fetched]:
+        """The tier's expired copy, within ``stale_if_error``, for a caller holding none."""
+        record, now = read.record, read.now
+        if (
+            read.has_local
+            or record is None
+            or record.value is None
+            or now >= record.expires_at + read.stale_if_error
+        ):
+            return None
+        read.counters.bump("stale")
+        log.warning(
+            "%s %r: upstream failed; serving the shared tier's stale copy",
+            read.item.route,
+            read.item.name,
+        )
+        return Fetched(
+            record.value,
+            max(0.0, now - record.fetched_at),
+            0.0,
+            stale=True,
+            overdue=max(0.0, now - record.expires_at),
+        )
 
     def _answer(self, record: SharedRecord, now: float, ttl: float) -> Fetched:
         # Freshness is the tier's, never more than a full TTL (clocks of hosts differ a bit).
@@ -313,12 +269,11 @@ class SharedTier:
         return float(self._settings.lease)
 
     def _wait(
-        self, counters: _RouteCounters, key: str, lease_key: str, bad: Optional[bytes]
+        self, counters: RouteCounters, key: str, lease_key: str, bad: Optional[bytes]
     ) -> Optional[SharedRecord]:
         """Poll for the lease winner's value, up to ``lease_wait``; None if it does not come
         (the winner failed, gave the lease back, or is slow) or the store fails."""
-        with self._lock:
-            counters.waits += 1
+        counters.bump("waits")
         deadline = self._monotonic() + float(self._settings.lease_wait)
         pause = 0.005
         while True:
@@ -335,125 +290,16 @@ class SharedTier:
             try:
                 # The lease first: the winner writes, then releases, so once the lease is
                 # gone the value is there, unless the winner failed.
-                released = self._op(counters, lambda: self.store.get(lease_key)) is None
-                record, _ = self._read(counters, key, bad)
-            except _Unavailable:
+                released = self._store.lease_released(counters, lease_key)
+                record, _ = self._store.read(counters, key, bad)
+            except Unavailable:
                 return None
             if record is not None and record.remaining(self.wall()) > 0:
-                with self._lock:
-                    counters.hits += 1
+                counters.bump("hits")
                 return record
             if released:  # the winner gave up without writing: fetch ourselves
                 log.debug("%r: the lease was given back without a value", key)
                 return None
-
-    def _give_back(
-        self, counters: _RouteCounters, lease_key: str, token: bytes, won: Optional[bool]
-    ) -> None:
-        if won:
-            with contextlib.suppress(_Unavailable):  # if not, it expires by itself
-                self._op(counters, lambda: self.store.release(lease_key, token))
-
-    # -- store operations ----------------------------------------------------------------
-
-    def _op(self, counters: _RouteCounters, fn: Callable[[], Any]) -> Any:
-        if not self.breaker.allow():
-            raise _Unavailable
-        started = time.perf_counter()
-        try:
-            result = fn()
-        except StoreError as exc:
-            with self._lock:
-                counters.errors += 1
-            if self.breaker.failure():
-                log.warning(
-                    "shared tier %s is failing (%s); reading upstream directly, probing it "
-                    "again in %.0fs",
-                    redact_url(self.config.url),
-                    exc,
-                    float(self._settings.breaker_cooldown),
-                )
-            else:
-                log.debug("shared tier operation failed: %s", exc)
-            raise _Unavailable from None
-        elapsed = time.perf_counter() - started
-        with self._lock:
-            counters.latencies.append(elapsed)
-        if self.breaker.success():
-            log.warning("shared tier %s answers again; using it", redact_url(self.config.url))
-        return result
-
-    def _sealer_for(self, counters: _RouteCounters) -> Sealer:
-        """The sealer, made on first use (the key may come from Secrets Manager); a failure to
-        get the key makes the tier unavailable like a store failure."""
-        if self._sealer is not None:
-            return self._sealer
-        if self.breaker.state == "open":  # looking does not take the half-open probe
-            raise _Unavailable
-        try:
-            return self._seal_key()
-        except StoreError as exc:
-            with self._lock:
-                counters.errors += 1
-            self.breaker.failure()
-            log.warning("shared tier unusable: %s", exc)
-            raise _Unavailable from None
-
-    def _seal_key(self) -> Sealer:
-        sealer = self._sealer
-        if sealer is not None:
-            return sealer
-        with self._sealer_lock:
-            if self._sealer is None:
-                key = self.config.key
-                if key is None:
-                    secret = self._settings.key_secret
-                    if not secret or self._read_secret is None:
-                        raise StoreError("no encryption key for the shared tier")
-                    try:
-                        text = self._read_secret(secret)
-                    except Exception as exc:
-                        raise StoreError(
-                            f"could not read the key secret {secret!r}: {type(exc).__name__}"
-                        ) from None
-                    try:
-                        key = decode_key(text, f"secret {secret}")
-                    except Exception as exc:
-                        raise StoreError(str(exc)) from None
-                self._sealer = Sealer(key)
-            return self._sealer
-
-    def _read(
-        self, counters: _RouteCounters, key: str, known_bad: Optional[bytes] = None
-    ) -> Tuple[Optional[SharedRecord], Optional[bytes]]:
-        """The record at ``key`` (None if absent or rejected) and the bytes read.
-        ``known_bad``: bytes already rejected once, not counted or warned about again."""
-        sealer = self._sealer_for(counters)
-        data = self._op(counters, lambda: self.store.get(key))
-        if data is None or data == known_bad:
-            return None, data
-        try:
-            return decode_record(sealer.open(key.encode("utf-8"), data)), data
-        except (UnsealError, ValueError, KeyError, TypeError) as exc:
-            with self._lock:
-                counters.rejected += 1
-            log.warning("shared entry %r rejected and treated as a miss: %s", key, exc)
-            return None, data
-
-    def _write(self, counters: _RouteCounters, key: str, record: SharedRecord, ttl: float) -> None:
-        try:
-            plaintext = encode_record(record)
-        except (TypeError, ValueError) as exc:
-            log.debug("not sharing %r: %s", key, exc)
-            return
-        try:
-            sealer = self._sealer_for(counters)
-            sealed = sealer.seal(key.encode("utf-8"), plaintext)
-            self._op(counters, lambda: self.store.set(key, sealed, ttl))
-        except _Unavailable:
-            return
-        with self._lock:
-            counters.writes += 1
 
     # -- prefetch (init): many items at once --------------------------------------------
 
@@ -467,8 +313,7 @@ class SharedTier:
         nothing."""
         shared = [i for i in items if ttl_of(i) > 0]
         found: Dict[Item, Fetched] = {}
-        with self._lock:
-            counters = self._counters[items[0].route] if items else _RouteCounters()
+        counters = self._counters_for(items[0].route) if items else RouteCounters()
         missing = self._lookup_into(counters, shared, found)
         if not missing:
             return found, None
@@ -478,48 +323,55 @@ class SharedTier:
         # missing: an environment that looked while another was still writing its batch would
         # otherwise take a lease of its own on the remainder and fetch it again.
         digest = hashlib.sha256("\n".join(sorted(self.storage_key(i) for i in shared)).encode())
-        lease_key = f"{self._settings.prefix}lease:prefetch:{digest.hexdigest()}"
-        token = base64.b64encode(os.urandom(12))
-        try:
-            won = self._op(counters, lambda: self.store.add(lease_key, token, self._lease_ttl()))
-        except _Unavailable:
+        lease = self._ask_lease(
+            counters, f"{self._settings.prefix}lease:prefetch:{digest.hexdigest()}"
+        )
+        if lease.won is None:
             return found, None
-        if won:
+        if lease.won:
             # The environment that held the lease before may have just written the values.
-            missing = self._lookup_into(counters, missing, found)
-            return found, (lease_key, token)
-        with self._lock:
-            counters.waits += 1
+            self._lookup_into(counters, missing, found)
+            return found, (lease.key, lease.token)
+        self._wait_for_batch(counters, lease.key, missing, found)
+        return found, None
+
+    def _wait_for_batch(
+        self,
+        counters: RouteCounters,
+        lease_key: str,
+        missing: List[Item],
+        found: Dict[Item, Fetched],
+    ) -> None:
+        """Poll, up to ``lease_wait``, for the values of another environment's prefetch."""
+        counters.bump("waits")
         deadline = self._monotonic() + float(self._settings.lease_wait)
         pause = 0.01
         while missing and self._monotonic() < deadline:
             self._sleep(min(pause, max(0.0, deadline - self._monotonic())))
             pause = min(pause * 2, 0.1)
             try:
-                released = self._op(counters, lambda: self.store.get(lease_key)) is None
-            except _Unavailable:
+                released = self._store.lease_released(counters, lease_key)
+            except Unavailable:
                 break
             missing = self._lookup_into(counters, missing, found)
             if released:
                 break
-        return found, None
 
     def _lookup_into(
-        self, counters: _RouteCounters, items: Sequence[Item], found: Dict[Item, Fetched]
+        self, counters: RouteCounters, items: Sequence[Item], found: Dict[Item, Fetched]
     ) -> List[Item]:
         missing: List[Item] = []
         for i, item in enumerate(items):
             try:
-                record, _ = self._read(counters, self.storage_key(item))
-            except _Unavailable:
+                record, _ = self._store.read(counters, self.storage_key(item))
+            except Unavailable:
                 missing.extend(items[i:])
                 break
             now = self.wall()
             if record is None or record.value is None or record.remaining(now) <= 0:
                 missing.append(item)
                 continue
-            with self._lock:
-                counters.hits += 1
+            counters.bump("hits")
             found[item] = self._answer(record, now, float("inf"))
         return missing
 
@@ -533,18 +385,16 @@ class SharedTier:
         give back the prefetch lease."""
         if not values and lease is None:
             return
-        with self._lock:
-            counters = self._counters[values[0][0].route] if values else _RouteCounters()
+        counters = self._counters_for(values[0][0].route) if values else RouteCounters()
         for item, value, ttl in values:
             if ttl <= 0:
                 continue
-            with self._lock:
-                counters.misses += 1
+            counters.bump("misses")
             started = self.wall()
             record = SharedRecord(value, started, started + ttl)
-            self._write(counters, self.storage_key(item), record, ttl + stale_if_error)
+            self._store.write(counters, self.storage_key(item), record, ttl + stale_if_error)
         if lease is not None:
-            self._give_back(counters, lease[0], lease[1], True)
+            self._store.give_back(counters, lease[0], lease[1])
 
     # -- operations ----------------------------------------------------------------------
 
@@ -563,7 +413,7 @@ class SharedTier:
         """The tier's counters for ``route`` (zeros when it was never used)."""
         with self._lock:
             counters = self._counters.get(route)
-            return (counters or _RouteCounters()).as_dict()
+        return (counters or RouteCounters()).as_dict()
 
     def routes(self) -> Tuple[str, ...]:
         """Routes the tier has counters for."""

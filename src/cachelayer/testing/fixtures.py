@@ -141,24 +141,58 @@ class RunningCachelayer:
             return Response(exc.code, dict(exc.headers.items()), exc.read())
 
 
+def _wait_healthy(process: Any, url: str, token: str, timeout: float = 20.0) -> None:
+    """Until ``url`` answers ``/-/health``; RuntimeError (with the output) if the process
+    exits first or ``timeout`` passes."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+            raise RuntimeError(f"cachelayer serve exited with {process.returncode}:\n{output}")
+        try:
+            with urllib.request.urlopen(
+                urllib.request.Request(
+                    url + "/-/health", headers={"X-Aws-Parameters-Secrets-Token": token}
+                ),
+                timeout=1,
+            ):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                process.kill()
+                message = f"cachelayer serve did not answer /-/health within {timeout:g} s"
+                raise RuntimeError(message) from None
+            time.sleep(0.05)
+
+
 @pytest.fixture()
 def cachelayer_server(aws: str, tmp_path: Any) -> Iterator[Callable[..., RunningCachelayer]]:
-    """A factory: ``cachelayer_server(config_yaml, env=..., python=...)`` runs ``cachelayer serve``.
+    """A factory: ``cachelayer_server(config_yaml, env=..., python=..., clock=...)`` runs
+    ``cachelayer serve``.
 
     It is the real command in a child process (``python``, default this interpreter, with the
     providers installed in its environment, discovered by entry points), on a free loopback
-    port, pointed at moto, with auth on. The process is stopped after the test.
+    port, pointed at moto, with auth on. With ``clock`` (a ``FileClock``) it is the same
+    application and server with the cache on that clock (``python -m
+    cachelayer.testing.clocked``): ``clock.advance()`` lets TTLs pass without sleeping. The
+    process is stopped after the test.
     """
     import subprocess
     import sys
-    import time
 
+    from cachelayer.testing.clock import FileClock
+    from cachelayer.testing.clocked import CLOCK_VARIABLE
     from cachelayer.testing.moto import free_port
 
     started: List[subprocess.Popen[bytes]] = []
 
     def start(
-        config: str, env: Optional[Dict[str, str]] = None, python: Optional[str] = None
+        config: str,
+        env: Optional[Dict[str, str]] = None,
+        python: Optional[str] = None,
+        clock: Optional[FileClock] = None,
     ) -> RunningCachelayer:
         config_path = tmp_path / f"config-{len(started)}.yaml"
         config_path.write_text(config)
@@ -174,43 +208,36 @@ def cachelayer_server(aws: str, tmp_path: Any) -> Iterator[Callable[..., Running
             }
         )
         child_env.update(env or {})
+        command = ["-m", "cachelayer", "serve"]
+        if clock is not None:
+            command = ["-m", "cachelayer.testing.clocked"]
+            child_env[CLOCK_VARIABLE] = str(clock.path)
         process = subprocess.Popen(
-            [python or sys.executable, "-m", "cachelayer", "serve"],
+            [python or sys.executable, *command],
             env=child_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
         started.append(process)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                output = process.stdout.read().decode(errors="replace") if process.stdout else ""
-                raise RuntimeError(f"cachelayer serve exited with {process.returncode}:\n{output}")
-            try:
-                with urllib.request.urlopen(
-                    urllib.request.Request(
-                        url + "/-/health", headers={"X-Aws-Parameters-Secrets-Token": token}
-                    ),
-                    timeout=1,
-                ):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    process.kill()
-                    message = "cachelayer serve did not answer /-/health within 20 s"
-                    raise RuntimeError(message) from None
-                time.sleep(0.05)
+        _wait_healthy(process, url, token)
         return RunningCachelayer(url=url, token=token, process=process)
 
     yield start
     for process in started:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+        _stop(process)
+
+
+def _stop(process: Any) -> None:
+    """SIGTERM, SIGKILL after 5 s; close the output pipe."""
+    import subprocess
+
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stdout is not None:
+        process.stdout.close()

@@ -18,26 +18,23 @@ import attrs
 
 from cachelayer.core.app import Application
 from cachelayer.server import Server
+from cachelayer.testing.clock import ManualClock
 from cachelayer.testing.moto import aws_environment
+from cachelayer.testing.proxy import UpstreamProxy
 
-__all__ = ["TOKEN_HEADER", "Live", "ManualClock", "Reply", "live_server"]
+__all__ = [
+    "TOKEN_HEADER",
+    "Live",
+    "ManualClock",
+    "Reply",
+    "Requests",
+    "live_server",
+    "loop_turns",
+    "release_once_joined",
+]
 
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
 RIGHT_TOKEN = "<the environment's AWS_SESSION_TOKEN>"
-
-
-class ManualClock:
-    """A monotonic clock that only moves when told to; pass it as ``clock=`` to freeze TTLs."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward by ``seconds``."""
-        self.now += seconds
 
 
 @attrs.frozen
@@ -108,6 +105,11 @@ class Live:
         """Run a coroutine on the server's loop and return its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    def turns(self, count: int = 3, timeout: float = 10.0) -> None:
+        """Let the server's loop turn over ``count`` times: what the kernel held for it when
+        this was called (connections to accept, bytes to read) has been taken in after."""
+        loop_turns(self.loop, count, timeout)
+
     def call(self, fn: Callable[..., Any], *args: Any, timeout: float = 10.0) -> Any:
         """Call ``fn(*args)`` on the loop's thread (e.g. ``app.on_invoke``); return its result."""
 
@@ -168,9 +170,16 @@ class Live:
             return Reply(response.status, headers, body)
         raise AssertionError("unreachable")
 
-    def get_many(self, paths: Sequence[str], *, connections: int = 8) -> List[Reply]:
+    def get_many(
+        self,
+        paths: Sequence[str],
+        *,
+        connections: int = 8,
+        sent: Optional[Callable[[], None]] = None,
+    ) -> List[Reply]:
         """GET every path, spread over ``connections`` keep-alive connections used at once
-        (each in its own thread, released together); the replies in the order of ``paths``."""
+        (each in its own thread, released together); the replies in the order of ``paths``.
+        ``sent`` is called as each request has been written (see ``Requests``)."""
         connections = max(1, min(connections, len(paths)))
         shares: List[List[int]] = [
             list(range(i, len(paths), connections)) for i in range(connections)
@@ -185,6 +194,8 @@ class Live:
                 ready.wait(10)
                 for i in indexes:
                     conn.request("GET", paths[i], headers={TOKEN_HEADER: self.token})
+                    if sent is not None:
+                        sent()
                     response = conn.getresponse()
                     body = response.read()
                     replies[i] = Reply(
@@ -214,7 +225,82 @@ class Live:
             conn.close()
 
 
+def loop_turns(loop: asyncio.AbstractEventLoop, count: int = 3, timeout: float = 10.0) -> None:
+    """Wait, from another thread, until ``loop`` has turned over ``count`` times (each a
+    task's step and one more turn, I/O polled in between)."""
+    for _ in range(count):
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(timeout)
+
+
+class Requests:
+    """Counts requests as clients write them (pass ``sent`` as the callback), so a test can
+    wait until every one is written."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._moved = threading.Condition()
+
+    def sent(self) -> None:
+        """One more request written."""
+        with self._moved:
+            self.count += 1
+            self._moved.notify_all()
+
+    def wait(self, count: int, timeout: float = 10.0) -> None:
+        """Block until ``count`` requests are written; AssertionError after ``timeout``."""
+        with self._moved:
+            if not self._moved.wait_for(lambda: self.count >= count, timeout):
+                raise AssertionError(f"{self.count} of {count} requests written in {timeout:g}s")
+
+
+def release_once_joined(
+    proxy: UpstreamProxy,
+    operation: str,
+    loop: asyncio.AbstractEventLoop,
+    requests: Requests,
+    count: int,
+    *,
+    timeout: float = 10.0,
+) -> None:
+    """Release the proxy's held ``operation`` (``Fault.hold``) once exactly one such request
+    is held, all ``count`` client requests are written, and the server's ``loop`` has turned
+    over a few times since (so it has read them, and each reader joined the held fetch or
+    started one: a second would be held too, and fail the check)."""
+    proxy.wait_in_flight(1, operation, timeout=timeout)
+    requests.wait(count, timeout)
+    loop_turns(loop, 3, timeout)
+    held = proxy.in_flight(operation)
+    assert held == 1, f"{held} {operation} requests held: want exactly one"
+    proxy.release()
+
+
 _configs = itertools.count()
+
+
+def _run_in_thread(
+    loop: asyncio.AbstractEventLoop, server: Server
+) -> Tuple[threading.Thread, List[BaseException]]:
+    """Start ``server`` on ``loop`` in a new thread and run the loop there; the thread, and
+    the error the start raised if it failed (then the loop does not run)."""
+    started = threading.Event()
+    failure: List[BaseException] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(server.start())
+        except BaseException as exc:  # reported to the test by live_server
+            failure.append(exc)
+            started.set()
+            return
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="cachelayer-test-server", daemon=True)
+    thread.start()
+    if not started.wait(15):
+        raise RuntimeError("the test server neither started nor failed within 15 s")
+    return thread, failure
 
 
 @contextlib.contextmanager
@@ -252,24 +338,7 @@ def live_server(
     )
     server = Server(app, port=port, **server_args)
     loop = asyncio.new_event_loop()
-    started = threading.Event()
-    failure: List[BaseException] = []
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(server.start())
-        except BaseException as exc:  # reported to the test below
-            failure.append(exc)
-            started.set()
-            return
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, name="cachelayer-test-server", daemon=True)
-    thread.start()
-    if not started.wait(15):
-        raise RuntimeError("the test server neither started nor failed within 15 s")
+    thread, failure = _run_in_thread(loop, server)
     live = Live(app, server, loop, env)
     try:
         if failure:

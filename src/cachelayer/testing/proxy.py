@@ -41,12 +41,13 @@ _SCOPE = re.compile(r"Credential=[^/]*/[^/]*/[^/]*/([^/]+)/aws4_request")
 class Fault:
     """What to do instead of (or before) forwarding a request.
 
-    ``kind`` is ``delay`` (wait ``seconds`` then forward), ``error`` (answer ``status`` with an
-    AWS-shaped error ``code``/``message``, without forwarding) or ``reset`` (close the
-    connection with a TCP RST). Build them with the class methods.
+    ``kind`` is ``delay`` (wait ``seconds`` then forward), ``hold`` (wait until the proxy's
+    ``release()``, at most ``seconds``, then forward; reset if not released), ``error`` (answer
+    ``status`` with an AWS-shaped error ``code``/``message``, without forwarding) or ``reset``
+    (close the connection with a TCP RST). Build them with the class methods.
     """
 
-    kind: str = attrs.field(validator=attrs.validators.in_(("delay", "error", "reset")))
+    kind: str = attrs.field(validator=attrs.validators.in_(("delay", "hold", "error", "reset")))
     seconds: float = 0.0
     status: int = 500
     code: str = "InternalServerError"
@@ -56,6 +57,12 @@ class Fault:
     def delay(cls, seconds: float) -> Fault:
         """Forward the request after ``seconds``."""
         return cls("delay", seconds=seconds)
+
+    @classmethod
+    def hold(cls, timeout: float = 10.0) -> Fault:
+        """Keep the request until ``UpstreamProxy.release()``, then forward it; a request not
+        released within ``timeout`` is reset, so a test that forgets fails instead of hanging."""
+        return cls("hold", seconds=timeout)
 
     @classmethod
     def server_error(cls, status: int = 500, code: str = "InternalServerError") -> Fault:
@@ -130,18 +137,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _handle(self) -> None:
         body = read_body(self.headers, self.rfile)
         service, operation = _operation_of(self.command, self.headers, self.path, body)
-        fault = self.server.proxy._record(service, operation)
-        if fault is not None:
-            if fault.kind == "reset":
-                self._reset()
-                return
-            if fault.kind == "error":
-                self._answer_error(fault)
-                return
-            if self.server.proxy._stopping.wait(fault.seconds):
-                self._reset()
-                return
-        self._forward(body)
+        proxy = self.server.proxy
+        fault = proxy._record(service, operation)
+        try:
+            if fault is not None:
+                if fault.kind == "reset":
+                    self._reset()
+                    return
+                if fault.kind == "error":
+                    self._answer_error(fault)
+                    return
+                if fault.kind == "hold":
+                    released = proxy._released.wait(fault.seconds)
+                    if not released or proxy._stopping.is_set():
+                        self._reset()
+                        return
+                elif proxy._stopping.wait(fault.seconds):
+                    self._reset()
+                    return
+            self._forward(body)
+        finally:
+            proxy._done(service, operation)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _handle
 
@@ -227,6 +243,13 @@ class UpstreamProxy:
     _rules: List[_Rule] = attrs.field(init=False, factory=list)
     _calls: Counter[Tuple[str, str]] = attrs.field(init=False, factory=collections.Counter)
     _stopping: threading.Event = attrs.field(init=False, factory=threading.Event)
+    _released: threading.Event = attrs.field(init=False, factory=threading.Event)
+    _active: Counter[Tuple[str, str]] = attrs.field(init=False, factory=collections.Counter)
+    _moved: threading.Condition = attrs.field(init=False)
+
+    @_moved.default
+    def _condition(self) -> threading.Condition:
+        return threading.Condition(self._lock)
 
     @property
     def upstream(self) -> Tuple[str, int]:
@@ -253,6 +276,7 @@ class UpstreamProxy:
     def stop(self) -> None:
         """Stop serving, wake delayed requests, and close the listening socket."""
         self._stopping.set()
+        self._released.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -283,7 +307,14 @@ class UpstreamProxy:
         if times is not None and times < 1:
             raise ValueError(f"times must be at least 1 (or None for 'until cleared'), got {times}")
         with self._lock:
+            if fault.kind == "hold":
+                self._released.clear()
             self._rules.append(_Rule(fault, service, operation, times))
+
+    def release(self) -> None:
+        """Let every held request (``Fault.hold``) go on, and those held later too until the
+        next hold is injected."""
+        self._released.set()
 
     def clear(self) -> None:
         """Remove every fault rule."""
@@ -293,6 +324,8 @@ class UpstreamProxy:
     def _record(self, service: str, operation: str) -> Optional[Fault]:
         with self._lock:
             self._calls[(service, operation)] += 1
+            self._active[(service, operation)] += 1
+            self._moved.notify_all()
             for rule in self._rules:
                 if rule.matches(service, operation):
                     if rule.remaining is not None:
@@ -301,6 +334,70 @@ class UpstreamProxy:
                             self._rules.remove(rule)
                     return rule.fault
         return None
+
+    def _done(self, service: str, operation: str) -> None:
+        with self._lock:
+            self._active[(service, operation)] -= 1
+            self._moved.notify_all()
+
+    @staticmethod
+    def _sum(
+        counts: Counter[Tuple[str, str]], operation: Optional[str], service: Optional[str]
+    ) -> int:
+        return sum(
+            n
+            for (s, o), n in counts.items()
+            if (operation is None or o == operation) and (service is None or s == service)
+        )
+
+    def in_flight(self, operation: Optional[str] = None, service: Optional[str] = None) -> int:
+        """Requests for ``operation`` (and ``service``) received and not yet answered."""
+        with self._lock:
+            return self._sum(self._active, operation, service)
+
+    def wait_in_flight(
+        self,
+        count: int,
+        operation: Optional[str] = None,
+        service: Optional[str] = None,
+        *,
+        timeout: float = 10.0,
+    ) -> int:
+        """Block until ``count`` requests for ``operation`` (and ``service``) are in flight
+        (held, delayed or being forwarded); their number then. Raises ``TimeoutError``."""
+        return self._wait(self._active, "in flight", count, operation, service, timeout)
+
+    def wait_for(
+        self,
+        count: int,
+        operation: Optional[str] = None,
+        service: Optional[str] = None,
+        *,
+        timeout: float = 10.0,
+    ) -> int:
+        """Block until ``count`` requests for ``operation`` (and ``service``) have been seen
+        (as ``count`` counts them); their number then. Raises ``TimeoutError`` (with what was
+        seen) if that does not happen within ``timeout``."""
+        return self._wait(self._calls, "seen", count, operation, service, timeout)
+
+    def _wait(
+        self,
+        counts: Counter[Tuple[str, str]],
+        what: str,
+        count: int,
+        operation: Optional[str],
+        service: Optional[str],
+        timeout: float,
+    ) -> int:
+        with self._moved:
+            if not self._moved.wait_for(
+                lambda: self._sum(counts, operation, service) >= count, timeout
+            ):
+                raise TimeoutError(
+                    f"{self._sum(counts, operation, service)} of the {count} "
+                    f"{operation or 'any'} requests waited for were {what} within {timeout:g}s"
+                )
+            return self._sum(counts, operation, service)
 
     @property
     def calls(self) -> Dict[Tuple[str, str], int]:
@@ -311,11 +408,7 @@ class UpstreamProxy:
     def count(self, operation: Optional[str] = None, service: Optional[str] = None) -> int:
         """Requests seen for ``operation`` (and ``service``); all requests when both are None."""
         with self._lock:
-            return sum(
-                n
-                for (s, o), n in self._calls.items()
-                if (operation is None or o == operation) and (service is None or s == service)
-            )
+            return self._sum(self._calls, operation, service)
 
     def reset_counts(self) -> None:
         """Forget the counts."""

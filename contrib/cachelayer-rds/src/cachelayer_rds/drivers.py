@@ -124,6 +124,46 @@ def _transport_failure(exc: BaseException, source: RdsSource) -> Optional[Databa
     return None
 
 
+def _statement_timeout(source: RdsSource) -> DatabaseFailure:
+    """The server cancelled the query at ``statement_timeout`` (the connection stays)."""
+    return DatabaseFailure(
+        UpstreamTimeoutError(
+            f"{_where(source)}: the query ran past statement_timeout "
+            f"({float(source.statement_timeout):g}s) and was cancelled"
+        ),
+        dead=False,
+    )
+
+
+def _auth_failure(source: RdsSource, code: Any, message: str, grant: str) -> DatabaseFailure:
+    """The server refused the login: which checks to make (``grant``: the IAM one)."""
+    return DatabaseFailure(
+        QueryFailedError(
+            f"{_where(source)}: authentication failed ({code}: {message}); check the "
+            f"user, the password secret or the IAM grant ({grant})"
+        ),
+        dead=True,
+    )
+
+
+def _uncoded_failure(
+    exc: BaseException, source: RdsSource, lost: Type[BaseException], detail: str
+) -> DatabaseFailure:
+    """A failure without the database's error code: a socket-level cause, the connection
+    lost (the driver's ``lost`` exception; ``detail`` follows the message), or anything else
+    (the connection is given up)."""
+    found = _transport_failure(exc, source)
+    if found is not None:
+        return found
+    if isinstance(exc, lost):
+        return DatabaseFailure(
+            DatabaseUnavailableError(f"{_where(source)}: connection lost{detail}"), dead=True
+        )
+    return DatabaseFailure(
+        QueryFailedError(f"{_where(source)}: {type(exc).__name__}: {exc}"), dead=True
+    )
+
+
 # -- PostgreSQL ----------------------------------------------------------------------------
 
 # SQLSTATE classes and codes (https://www.postgresql.org/docs/current/errcodes-appendix.html).
@@ -144,13 +184,7 @@ def _pg_failure(exc: BaseException, source: RdsSource) -> DatabaseFailure:
         code, message = fields.get("C", ""), fields.get("M", "")
         text = f"{_where(source)}: PostgreSQL error {code}: {message}"
         if code == "57014":
-            return DatabaseFailure(
-                UpstreamTimeoutError(
-                    f"{_where(source)}: the query ran past statement_timeout "
-                    f"({float(source.statement_timeout):g}s) and was cancelled"
-                ),
-                dead=False,
-            )
+            return _statement_timeout(source)
         if code in _PG_TRANSIENT or code.startswith("08"):
             return DatabaseFailure(
                 DatabaseUnavailableError(text),
@@ -162,24 +196,9 @@ def _pg_failure(exc: BaseException, source: RdsSource) -> DatabaseFailure:
                 dead=False,
             )
         if code.startswith("28"):
-            return DatabaseFailure(
-                QueryFailedError(
-                    f"{_where(source)}: authentication failed ({code}: {message}); check the "
-                    "user, the password secret or the IAM grant (rds_iam role)"
-                ),
-                dead=True,
-            )
+            return _auth_failure(source, code, message, "rds_iam role")
         return DatabaseFailure(QueryFailedError(text), dead=False)
-    found = _transport_failure(exc, source)
-    if found is not None:
-        return found
-    if isinstance(exc, pg8000.exceptions.InterfaceError):
-        return DatabaseFailure(
-            DatabaseUnavailableError(f"{_where(source)}: connection lost ({exc})"), dead=True
-        )
-    return DatabaseFailure(
-        QueryFailedError(f"{_where(source)}: {type(exc).__name__}: {exc}"), dead=True
-    )
+    return _uncoded_failure(exc, source, pg8000.exceptions.InterfaceError, f" ({exc})")
 
 
 _PG_JSON, _PG_JSONB = 114, 3802
@@ -275,13 +294,7 @@ def _my_failure(exc: BaseException, source: RdsSource) -> DatabaseFailure:
                 return found
         text = f"{_where(source)}: MySQL error {code}: {message}"
         if code in _MY_TIMEOUT:
-            return DatabaseFailure(
-                UpstreamTimeoutError(
-                    f"{_where(source)}: the query ran past statement_timeout "
-                    f"({float(source.statement_timeout):g}s) and was cancelled"
-                ),
-                dead=False,
-            )
+            return _statement_timeout(source)
         if code in (2013, 2003) and "timed out" in message:
             return DatabaseFailure(
                 UpstreamTimeoutError(f"{_where(source)}: the database did not answer in time"),
@@ -290,13 +303,7 @@ def _my_failure(exc: BaseException, source: RdsSource) -> DatabaseFailure:
         if code in _MY_TRANSIENT:
             return DatabaseFailure(DatabaseUnavailableError(text), dead=code in _MY_DEAD)
         if code in _MY_AUTH:
-            return DatabaseFailure(
-                QueryFailedError(
-                    f"{_where(source)}: authentication failed ({code}: {message}); check the "
-                    "user, the password secret or the IAM grant (AWSAuthenticationPlugin)"
-                ),
-                dead=True,
-            )
+            return _auth_failure(source, code, message, "AWSAuthenticationPlugin")
         if code in _MY_BAD_KEY:
             return DatabaseFailure(
                 BadRequestError(f"the key does not fit the query's parameter: {message}"),
@@ -307,16 +314,7 @@ def _my_failure(exc: BaseException, source: RdsSource) -> DatabaseFailure:
                 DatabaseUnavailableError(f"{_where(source)}: connection lost"), dead=True
             )
         return DatabaseFailure(QueryFailedError(text), dead=False)
-    found = _transport_failure(exc, source)
-    if found is not None:
-        return found
-    if isinstance(exc, pymysql.err.InterfaceError):
-        return DatabaseFailure(
-            DatabaseUnavailableError(f"{_where(source)}: connection lost"), dead=True
-        )
-    return DatabaseFailure(
-        QueryFailedError(f"{_where(source)}: {type(exc).__name__}: {exc}"), dead=True
-    )
+    return _uncoded_failure(exc, source, pymysql.err.InterfaceError, "")
 
 
 def _mysql_literal(key: Key) -> str:
