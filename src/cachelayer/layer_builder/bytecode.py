@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Dict, Mapping, Optional
 
 from cachelayer.layer_builder.errors import LayerBuildError
 from cachelayer.layer_builder.targets import Target
@@ -113,6 +113,13 @@ def compile_tree(
         )
 
 
+def without_python_variables(environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """``environ`` (``os.environ``) without the ``PYTHON*`` variables, for a build-time run of
+    an interpreter that must see the layer's packages only."""
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items() if not k.startswith("PYTHON")}
+
+
 # Run by the target interpreter with the layer's packages first on its path (see attrs_cache).
 WARM_ATTRS_SCRIPT = (
     "import sys; sys.path.insert(0, sys.argv[1]); from cachelayer import attrs_cache; "
@@ -127,11 +134,7 @@ def warm_attrs_cache(
     the compiled methods of the classes the extension creates on its way to ready, which a
     read-only layer could never write at run time. Returns a line for the build's progress; a
     failure (e.g. another architecture's C extensions) only skips the cache."""
-    env = {
-        k: v
-        for k, v in (os.environ if environ is None else environ).items()
-        if not k.startswith("PYTHON")
-    }
+    env = without_python_variables(environ)
     # The hash seed fixes the per-class salts attrs puts in __hash__: the same inputs give
     # the same bytes. So not -I, which would ignore it; no other PYTHON* variable is passed.
     env["PYTHONHASHSEED"] = "0"

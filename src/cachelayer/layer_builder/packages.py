@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from cachelayer.layer_builder import wheels
+from cachelayer.layer_builder import bytecode, wheels
 from cachelayer.layer_builder.errors import LayerBuildError
 from cachelayer.layer_builder.installer import Pip
 
@@ -125,11 +125,7 @@ def probe_providers(
     services it needs are unknown. Otherwise it is a warning.
     """
     script = Path(__file__).with_name("probe.py")
-    env = {
-        k: v
-        for k, v in (os.environ if environ is None else environ).items()
-        if not k.startswith("PYTHON")
-    }
+    env = bytecode.without_python_variables(environ)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     proc = subprocess.run(
         [python, "-I", "-S", str(script), str(site)],
