@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from cachelayer.core.lifecycle import ExtensionsApiError, ExtensionsClient
 from cachelayer.logs import exit_now, setup_logging
@@ -152,20 +152,14 @@ async def _prefetch_unless_stopped(
     return False
 
 
-async def serve(client: ExtensionsClient, environ: Mapping[str, str]) -> int:
-    """Everything after registering: build, start the prefetch, bind, await the prefetch, then
-    serve until SHUTDOWN."""
-    import asyncio
-
-    from cachelayer import attrs_cache
+def _build_app(client: ExtensionsClient, environ: Mapping[str, str]) -> Union[Any, int]:
+    """The Application, or the exit code after telling Lambda why it could not be built."""
     from cachelayer.errors import ConfigError, PluginError
 
-    # Before the first attrs class: their methods come compiled from the cache (see there).
-    methods = attrs_cache.install()
     try:
         from cachelayer.core.app import Application
 
-        app = Application.from_environment(environ)
+        return Application.from_environment(environ)
     except ConfigError as exc:
         return _init_failed(client, "Extension.ConfigError", str(exc))
     except PluginError as exc:
@@ -173,16 +167,15 @@ async def serve(client: ExtensionsClient, environ: Mapping[str, str]) -> int:
     except Exception as exc:
         log.exception("init failed")
         return _init_failed(client, "Extension.InternalError", f"{type(exc).__name__}: {exc}")
-    setup_logging(str(getattr(app.settings, "log_level", "INFO")))
-    loop = asyncio.get_running_loop()
-    pump = _EventPump(client, loop, app)
-    # Installed before the prefetch, so SIGTERM during a slow init still ends in a clean exit.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(
-            sig,
-            pump.events.put_nowait,
-            {"eventType": "SHUTDOWN", "shutdownReason": signal.Signals(sig).name},
-        )
+
+
+async def _start_serving(
+    client: ExtensionsClient, app: Any, pump: _EventPump
+) -> Union[Tuple[Any, bool], int]:
+    """Start the prefetch, bind, await the prefetch: the bound Server and whether SHUTDOWN came
+    meanwhile, or the exit code."""
+    import asyncio
+
     prefetch = None
     prefetch_started = time.monotonic()
     if app.settings.init_startup:
@@ -213,20 +206,14 @@ async def serve(client: ExtensionsClient, environ: Mapping[str, str]) -> int:
     stopped = False
     if prefetch is not None:
         stopped = await _prefetch_unless_stopped(app, pump, prefetch, prefetch_started)
-    # Init's objects live as long as the process: out of the collector's sight from now on, so
-    # no full collection walks them during the first requests (see main()).
-    gc.freeze()
-    gc.enable()
-    if methods is not None:
-        log.debug(
-            "attrs methods: %d classes from the cache, %d compiled", methods.hits, methods.compiled
-        )
-        methods.save()  # only where bytecode may be written (not a layer: see attrs_cache)
-    if not stopped:
-        pump.start()
+    return server, stopped
+
+
+async def _shut_down(app: Any, server: Any, event: Event) -> int:
+    """Run the plugins' shutdown hooks and close the server within Lambda's deadline."""
+    import asyncio
 
     code = 0
-    event = await pump.events.get()
     if isinstance(event, BaseException):
         log.error("lost the Lambda Extensions API: %s", event)
         reason, code, deadline_ms = "failure", 1, None
@@ -247,6 +234,46 @@ async def serve(client: ExtensionsClient, environ: Mapping[str, str]) -> int:
         app.close()
     log.info("%s", app.stats_line())
     return code
+
+
+async def serve(client: ExtensionsClient, environ: Mapping[str, str]) -> int:
+    """Everything after registering: build, start the prefetch, bind, await the prefetch, then
+    serve until SHUTDOWN."""
+    import asyncio
+
+    from cachelayer import attrs_cache
+
+    # Before the first attrs class: their methods come compiled from the cache (see there).
+    methods = attrs_cache.install()
+    app = _build_app(client, environ)
+    if isinstance(app, int):
+        return app
+    setup_logging(str(getattr(app.settings, "log_level", "INFO")))
+    loop = asyncio.get_running_loop()
+    pump = _EventPump(client, loop, app)
+    # Installed before the prefetch, so SIGTERM during a slow init still ends in a clean exit.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(
+            sig,
+            pump.events.put_nowait,
+            {"eventType": "SHUTDOWN", "shutdownReason": signal.Signals(sig).name},
+        )
+    started = await _start_serving(client, app, pump)
+    if isinstance(started, int):
+        return started
+    server, stopped = started
+    # Init's objects live as long as the process: out of the collector's sight from now on, so
+    # no full collection walks them during the first requests (see main()).
+    gc.freeze()
+    gc.enable()
+    if not stopped:
+        pump.start()  # ready: the first /event/next
+    if methods is not None:
+        log.debug(
+            "attrs methods: %d classes from the cache, %d compiled", methods.hits, methods.compiled
+        )
+        methods.save()  # only where bytecode may be written (not a layer: see attrs_cache)
+    return await _shut_down(app, server, await pump.events.get())
 
 
 def _run(coro: Any) -> int:
