@@ -29,7 +29,6 @@ import contextlib
 import http.client
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from cachelayer.testing.moto import aws_environment, free_port, moto_server
+from cachelayer.testing.processes import stop_process
 from cachelayer.testing.proxy import Fault, UpstreamProxy
 
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
@@ -81,12 +81,7 @@ def serving(endpoint: str, config: str, log: Path) -> Iterator[Tuple[subprocess.
                     time.sleep(0.05)
             yield proc, port, env["AWS_SESSION_TOKEN"]
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout=10)
 
 
 def rss_kib(pid: int) -> int:

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import threading
 import time
 import urllib.request
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from cachelayer.testing.processes import stop_process
 
 TOKEN = "bench-session-token"
 PATH = "/parameters?name=CacheExtensions_Parameter1"
@@ -259,13 +260,7 @@ def start_nginx(workdir: str, body: str) -> Optional[Tuple[subprocess.Popen[byte
 
 
 def stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, timeout=5)
 
 
 # -- report ------------------------------------------------------------------------------------

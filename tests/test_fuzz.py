@@ -8,7 +8,6 @@ import asyncio
 import os
 import random
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from cachelayer.core.config import load_settings
 from cachelayer.errors import ConfigError
 from cachelayer.plugins import discover
 from cachelayer.testing.moto import aws_environment, free_port
+from cachelayer.testing.processes import stop_process
 
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
 SEED = 20261201  # fixed: a failure is reproduced by running the test again
@@ -187,13 +187,7 @@ def served(aws: str, tmp_path: Path) -> Iterator[Tuple[subprocess.Popen, int, st
     try:
         yield proc, port, env["AWS_SESSION_TOKEN"], log
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, timeout=10)
 
 
 async def _send(port: int, payload: bytes, read_cap: int = 1 << 20) -> bytes:

@@ -230,14 +230,8 @@ def cachelayer_server(aws: str, tmp_path: Any) -> Iterator[Callable[..., Running
 
 def _stop(process: Any) -> None:
     """SIGTERM, SIGKILL after 5 s; close the output pipe."""
-    import subprocess
+    from cachelayer.testing.processes import stop_process
 
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop_process(process, timeout=5)
     if process.stdout is not None:
         process.stdout.close()
