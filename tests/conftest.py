@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Any, Iterator
 
+import boto3
 import pytest
 
 from cachelayer.testing.proxy import UpstreamProxy
@@ -26,3 +27,10 @@ def proxy(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[UpstreamProxy]:
     with UpstreamProxy(aws) as p:
         monkeypatch.setenv("AWS_ENDPOINT_URL", p.url)
         yield p
+
+
+@pytest.fixture()
+def ssm(aws: str) -> Any:
+    """An SSM client straight to moto (us-west-2, not through any proxy): seeding is never
+    counted as an upstream call."""
+    return boto3.client("ssm", endpoint_url=aws, region_name="us-west-2")

@@ -41,12 +41,6 @@ from extension_helpers import deliver_shutdown, make_api, start_extension, wait_
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
 
 
-@pytest.fixture()
-def ssm(aws: str) -> Any:
-    """An SSM client straight to moto (seeding is never counted by the proxy)."""
-    return boto3.client("ssm", endpoint_url=aws, region_name="us-west-2")
-
-
 def serve(proxy: UpstreamProxy, tmp_path: Path, config: str = "", **kw: Any) -> Any:
     """A live cachelayer whose AWS endpoint is the proxy."""
     return live_server(proxy.url, tmp_path, config, {"AWS_ENDPOINT_URL": proxy.url}, **kw)

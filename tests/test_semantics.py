@@ -34,12 +34,6 @@ def proxy(aws: str) -> Iterator[UpstreamProxy]:
 
 
 @pytest.fixture()
-def ssm(aws: str) -> Any:
-    """An SSM client straight to moto (not through the proxy): seeding is never counted."""
-    return boto3.client("ssm", endpoint_url=aws, region_name="us-west-2")
-
-
-@pytest.fixture()
 def secretsmanager(aws: str) -> Any:
     """A Secrets Manager client straight to moto."""
     return boto3.client("secretsmanager", endpoint_url=aws, region_name="us-west-2")

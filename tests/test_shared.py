@@ -90,12 +90,6 @@ def proxy(aws: str) -> Iterator[UpstreamProxy]:
 
 
 @pytest.fixture()
-def ssm(aws: str) -> Any:
-    """SSM straight to moto (seeding is not counted)."""
-    return boto3.client("ssm", endpoint_url=aws, region_name="us-west-2")
-
-
-@pytest.fixture()
 def serve(proxy: UpstreamProxy, tmp_path: Path) -> Iterator[Serve]:
     """``serve(config, env, wall=...)``: a live cachelayer (one execution environment) through
     the proxy, with the shared tier's key in its environment; ``wall`` replaces the tier's
