@@ -108,42 +108,18 @@ class PostgresServer:
                 f"-c ssl_key_file={self.tls.key_file}",
             ]
         )
-        subprocess.run(
-            _as_user(
-                self.user,
-                [
-                    os.path.join(self.bindir, "pg_ctl"),
-                    "-D",
-                    self.datadir,
-                    "-l",
-                    os.path.join(self.directory, "log"),
-                    "-o",
-                    options,
-                    "-w",
-                    "-t",
-                    "30",
-                    "start",
-                ],
-            ),
-            check=True,
-            capture_output=True,
-        )
+        log = os.path.join(self.directory, "log")
+        self._pg_ctl("-l", log, "-o", options, "-w", "-t", "30", "start", check=True)
 
     def stop(self) -> None:
+        self._pg_ctl("-m", "fast", "-w", "stop", check=False)
+
+    def _pg_ctl(self, *args: str, check: bool) -> None:
+        """``pg_ctl -D <datadir> <args>`` as the server's owner."""
+        pg_ctl = os.path.join(self.bindir, "pg_ctl")
         subprocess.run(
-            _as_user(
-                self.user,
-                [
-                    os.path.join(self.bindir, "pg_ctl"),
-                    "-D",
-                    self.datadir,
-                    "-m",
-                    "fast",
-                    "-w",
-                    "stop",
-                ],
-            ),
-            check=False,
+            _as_user(self.user, [pg_ctl, "-D", self.datadir, *args]),
+            check=check,
             capture_output=True,
         )
 

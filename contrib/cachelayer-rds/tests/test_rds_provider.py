@@ -318,6 +318,14 @@ class TestPostgres:
         assert backends(postgres) <= 2
 
 
+def _ssl_of_our_connections(postgres: PostgresServer) -> Any:
+    """The server's view of whether each of the provider's connections uses TLS."""
+    return postgres.sql(
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
+        "WHERE a.application_name = 'cachelayer-rds'"
+    )
+
+
 class TestTls:
     def test_require_encrypts_without_a_ca_bundle(
         self, postgres: PostgresServer, make: Any
@@ -325,11 +333,7 @@ class TestTls:
         """sslmode=require encrypts even with no CA named (libpq's meaning)."""
         provider = make(pg_source(postgres, url=pg_url(postgres, "?sslmode=require")))
         assert get(provider, "flags/beta")[0]["value"] == "off"
-        rows = postgres.sql(
-            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
-            "WHERE a.application_name = 'cachelayer-rds'"
-        )
-        assert rows == [[True]]
+        assert _ssl_of_our_connections(postgres) == [[True]]
 
     def test_verify_full_with_the_operator_ca_bundle(
         self, postgres: PostgresServer, make: Any
@@ -343,11 +347,7 @@ class TestTls:
             )
         )
         assert get(provider, "flags/beta")[0]["value"] == "off"
-        rows = postgres.sql(
-            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
-            "WHERE a.application_name = 'cachelayer-rds'"
-        )
-        assert rows == [[True]]
+        assert _ssl_of_our_connections(postgres) == [[True]]
 
     def test_a_certificate_from_another_ca_is_refused(
         self, postgres: PostgresServer, make: Any
@@ -368,11 +368,7 @@ class TestTls:
         """Without sslmode the connection is plain (libpq's prefer is not guessed)."""
         provider = make(pg_source(postgres))
         get(provider, "flags/beta")
-        rows = postgres.sql(
-            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
-            "WHERE a.application_name = 'cachelayer-rds'"
-        )
-        assert rows == [[False]]
+        assert _ssl_of_our_connections(postgres) == [[False]]
 
 
 class TestMariadb:
