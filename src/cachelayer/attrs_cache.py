@@ -6,7 +6,8 @@ some fifty classes on the extension's way to ready, every cold start. ``install(
 take the compiled code from a cache file beside this module's bytecode
 (``__pycache__/attrs-methods.<tag>.marshal``) and compile only what the file lacks; ``save()``
 writes what was compiled, when bytecode may be written (not under ``-B``, as in a Lambda layer,
-which is read-only: the layer builder writes the file at build time with ``warm()``).
+which is read-only: the layer builder writes the file at build time with
+``cachelayer.startup_cache.warm()``).
 
 The code attrs generates is the key, so a changed class, another attrs or another interpreter
 finds no entry and compiles as without the cache; what runs is always what attrs generated. The
@@ -20,18 +21,14 @@ those attrs builds without it.
 from __future__ import annotations
 
 import contextlib
-import logging
-import marshal
-import os
 import re
 import sys
 import types
-from importlib.util import MAGIC_NUMBER, cache_from_source
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
-log = logging.getLogger("cachelayer.attrs_cache")
+from cachelayer import cachefile
 
-__all__ = ["AttrsCodeCache", "install", "warm"]
+__all__ = ["AttrsCodeCache", "install", "uninstall"]
 
 # attr._make's hook: compile(script, filename, "exec"), then eval(code, globs, locs).
 _HOOK = "_compile_and_eval"
@@ -46,14 +43,9 @@ Entry = Tuple[types.CodeType, Optional[int]]
 
 
 def default_path() -> Optional[str]:
-    """Where the cache lives: ``__pycache__`` beside this module's own bytecode (honouring
+    """Where the cache lives: ``__pycache__`` beside this package's own bytecode (honouring
     ``PYTHONPYCACHEPREFIX``); None where the interpreter writes no bytecode tag."""
-    if sys.implementation.cache_tag is None:
-        return None
-    pyc = cache_from_source(os.path.abspath(__file__))
-    return os.path.join(
-        os.path.dirname(pyc), f"attrs-methods.{sys.implementation.cache_tag}.marshal"
-    )
+    return cachefile.default_path("attrs-methods")
 
 
 class AttrsCodeCache:
@@ -64,7 +56,7 @@ class AttrsCodeCache:
         # The generated script and the compiler decide the code, so the interpreter's bytecode
         # magic is the file's only key beside the format (``tag``: a further one, for tests).
         # Not attrs' version: attr.__version__ imports importlib.metadata (~10 ms).
-        self._header = (_FORMAT, bytes(MAGIC_NUMBER), tag)
+        self._file = cachefile.CacheFile(path, (_FORMAT, cachefile.python_magic(), tag))
         self._entries: Dict[Key, Entry] = {}
         self.used: Dict[Key, Entry] = {}
         self.compiled = 0
@@ -72,15 +64,7 @@ class AttrsCodeCache:
 
     def load(self) -> None:
         """Read the file; a missing, stale or damaged one is simply empty."""
-        if self.path is None:
-            return
-        try:
-            with open(self.path, "rb") as f:
-                header, entries = marshal.loads(f.read())
-        except (OSError, EOFError, ValueError, TypeError):
-            return
-        if tuple(header) == self._header and isinstance(entries, dict):
-            self._entries = entries
+        self._entries = self._file.load()
 
     def code_for(self, script: str, filename: str) -> types.CodeType:
         """The compiled ``script``: from the cache, or compiled now and remembered."""
@@ -101,32 +85,13 @@ class AttrsCodeCache:
         return code
 
     def save(self, *, force: bool = False) -> bool:
-        """Write the entries this process used (and the file's others), if it compiled any and bytecode may be written
-        (``force``: even under ``-B``). Atomic: a concurrent reader sees the old file or the new."""
-        if self.path is None or not self.compiled or (sys.dont_write_bytecode and not force):
+        """Write the entries this process used (and the file's others, up to ``MAX_ENTRIES``),
+        if it compiled any and bytecode may be written (``force``: even under ``-B``)."""
+        if not self.compiled:
             return False
-        temporary = f"{self.path}.{os.getpid()}.tmp"
-        try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            with open(temporary, "wb") as f:
-                f.write(marshal.dumps((self._header, self._kept())))
-            os.replace(temporary, self.path)
-        except OSError as exc:  # a read-only or foreign directory: as a .pyc, just not kept
-            log.debug("attrs code cache not written to %s: %s", self.path, exc)
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            return False
-        return True
-
-    def _kept(self) -> Dict[Key, Entry]:
-        """What to write: this process's entries, then the file's others (another process may
-        create other classes), up to ``MAX_ENTRIES``, so edited classes' old code ages out."""
-        kept = dict(self.used)
-        for key, entry in self._entries.items():
-            if len(kept) >= MAX_ENTRIES:
-                break
-            kept.setdefault(key, entry)
-        return kept
+        return self._file.save(
+            cachefile.kept_entries(self.used, self._entries, MAX_ENTRIES), force=force
+        )
 
 
 def _replace_constant(code: types.CodeType, old: int, new: int) -> types.CodeType:
@@ -142,65 +107,99 @@ def _replace_constant(code: types.CodeType, old: int, new: int) -> types.CodeTyp
 
 
 _installed: Optional[Tuple[AttrsCodeCache, Any]] = None
+_MODULE = "attr._make"
 
 
 def install(path: Optional[str] = None) -> Optional[AttrsCodeCache]:
     """Make attrs compile the methods of classes created from now on through the cache at
-    ``path`` (``default_path()``); return the cache, or None if attrs is not as expected."""
+    ``path`` (``default_path()``); return the cache, or None if attrs is not as expected.
+
+    Before attrs is imported, this patches ``attr._make`` as soon as that module has run, so
+    even the classes attrs makes of its own (its validators, converters...) come from the cache;
+    an attrs found not to be as expected is then left alone, and the cache stays unused."""
     global _installed
     if _installed is not None:
         return _installed[0]
-    import attr._make as make
+    cache = AttrsCodeCache(default_path() if path is None else path)
+    cache.load()
+    make = sys.modules.get(_MODULE)
+    if make is None:
+        finder = _PatchAfterImport(cache)
+        sys.meta_path.insert(0, finder)
+        _installed = (cache, finder)
+        return cache
+    original = _patch(make, cache)
+    if original is None:
+        return None
+    _installed = (cache, original)
+    return cache
 
+
+def _patch(make: types.ModuleType, cache: AttrsCodeCache) -> Any:
+    """Point ``attr._make``'s compile hook at the cache; its original, or None if the hook is
+    not the function this expects (nothing patched)."""
     original = getattr(make, _HOOK, None)
     if original is None or _parameters(original) != _HOOK_PARAMETERS:
         return None
-    cache = AttrsCodeCache(default_path() if path is None else path)
-    cache.load()
 
     def compile_and_eval(script: str, globs: Any, locs: Any = None, filename: str = "") -> None:
         eval(cache.code_for(script, filename), globs, locs)
 
     setattr(make, _HOOK, compile_and_eval)
-    _installed = (cache, original)
-    return cache
+    return original
+
+
+class _PatchAfterImport:
+    """A one-shot meta path finder: the other finders find ``attr._make``, and its loader patches
+    the module the moment it has run, before attrs' other modules build classes with it."""
+
+    def __init__(self, cache: AttrsCodeCache) -> None:
+        self.cache = cache
+        self.original: Any = None
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != _MODULE:
+            return None
+        _remove_finder(self)
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            spec = find(fullname, path, target) if find is not None else None
+            if spec is not None:
+                break
+        else:
+            return None
+        exec_module = getattr(spec.loader, "exec_module", None)
+        if exec_module is None:
+            return spec
+
+        def exec_then_patch(module: types.ModuleType) -> None:
+            exec_module(module)
+            self.original = _patch(module, self.cache)
+
+        spec.loader.exec_module = exec_then_patch  # this spec's own loader instance
+        return spec
+
+
+def _remove_finder(finder: Any) -> None:
+    with contextlib.suppress(ValueError):
+        sys.meta_path.remove(finder)
 
 
 def uninstall() -> None:
     """Give attrs its own compile step back (tests)."""
     global _installed
-    if _installed is not None:
-        import attr._make as make
-
-        setattr(make, _HOOK, _installed[1])
-        _installed = None
+    if _installed is None:
+        return
+    original = _installed[1]
+    if isinstance(original, _PatchAfterImport):
+        _remove_finder(original)
+        original = original.original
+    make = sys.modules.get(_MODULE)
+    if original is not None and make is not None:
+        setattr(make, _HOOK, original)
+    _installed = None
 
 
 def _parameters(function: Any) -> Tuple[str, ...]:
     code = getattr(function, "__code__", None)
     return tuple(code.co_varnames[: code.co_argcount]) if code is not None else ()
-
-
-# What the extension imports on its way to ready, beside the providers' own modules.
-STARTUP_MODULES = (
-    "cachelayer.extension",
-    "cachelayer.core.app",
-    "cachelayer.server",
-)
-
-
-def warm(modules: Iterable[str] = STARTUP_MODULES, path: Optional[str] = None) -> AttrsCodeCache:
-    """Fill the cache for the extension's startup: import ``modules`` and every installed
-    provider, then write the file whatever ``-B`` says (the layer builder's step)."""
-    cache = install(path)
-    if cache is None:
-        raise RuntimeError("this attrs does not compile through attr._make._compile_and_eval")
-    import importlib
-
-    for name in modules:
-        importlib.import_module(name)
-    from cachelayer import plugins
-
-    plugins.discover()
-    cache.save(force=True)
-    return cache

@@ -241,10 +241,11 @@ async def serve(client: ExtensionsClient, environ: Mapping[str, str]) -> int:
     serve until SHUTDOWN."""
     import asyncio
 
-    from cachelayer import attrs_cache
+    from cachelayer import startup_cache
 
-    # Before the first attrs class: their methods come compiled from the cache (see there).
-    methods = attrs_cache.install()
+    # Installed already by the launcher (cachelayer.launch), else now, before the first attrs
+    # class: regular expressions and attrs' methods come compiled from the caches (see there).
+    caches = startup_cache.install()
     app = _build_app(client, environ)
     if isinstance(app, int):
         return app
@@ -268,11 +269,8 @@ async def serve(client: ExtensionsClient, environ: Mapping[str, str]) -> int:
     gc.enable()
     if not stopped:
         pump.start()  # ready: the first /event/next
-    if methods is not None:
-        log.debug(
-            "attrs methods: %d classes from the cache, %d compiled", methods.hits, methods.compiled
-        )
-        methods.save()  # only where bytecode may be written (not a layer: see attrs_cache)
+    log.debug("startup caches: %s", caches.summary())
+    caches.save()  # only where bytecode may be written (not a layer: see startup_cache)
     return await _shut_down(app, server, await pump.events.get())
 
 

@@ -7,7 +7,6 @@ re-exported below, so ``cachelayer.core.config`` stays the one place to import s
 
 from __future__ import annotations
 
-import difflib
 import os.path
 from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
 
@@ -220,6 +219,8 @@ def _check_section_known(
             "CACHE_EXTENSION_PLUGINS, or remove the section",
             key,
         )
+    import difflib  # only for a mistake: not on every startup's way
+
     close = difflib.get_close_matches(key, [*schemas, "cache"], n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     installed = ", ".join(sorted(schemas)) or "(none)"

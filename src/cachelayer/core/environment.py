@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Dict, List, Mapping, Optional, Tuple
 
@@ -61,6 +60,8 @@ def env_warnings(environ: Mapping[str, str]) -> List[str]:
     suffixes = [k[len(_PREFIX) :] for k in KNOWN_ENV]
     for name in sorted(environ):
         if name.startswith(_PREFIX) and name not in KNOWN_ENV:
+            import difflib  # only for a mistake: not on every startup's way
+
             close = difflib.get_close_matches(name[len(_PREFIX) :], suffixes, n=1, cutoff=0.7)
             hint = f"; did you mean {_PREFIX}{close[0]}?" if close else ""
             warnings.append(

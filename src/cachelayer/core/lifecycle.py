@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
-from typing import Any, Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 EXTENSIONS_PATH = "/2020-01-01/extension"
 
@@ -21,18 +21,43 @@ class ExtensionsApiError(Exception):
         self.error_type = error_type
 
 
-class Registration(NamedTuple):
+class Registration:
     """What ``register`` returns: the identifier and the function described in the body.
 
-    (A NamedTuple, and no attrs in this module: it is imported before registering, where every
-    millisecond counts toward the function's cold start.)
+    (A plain class, neither attrs nor a NamedTuple, which execs generated code: this module is
+    imported before registering, where every millisecond counts toward the function's cold
+    start.)
     """
 
-    identifier: str
-    function_name: str
-    function_version: str
-    handler: str
-    account_id: Optional[str] = None
+    __slots__ = ("account_id", "function_name", "function_version", "handler", "identifier")
+
+    def __init__(
+        self,
+        identifier: str,
+        function_name: str,
+        function_version: str,
+        handler: str,
+        account_id: Optional[str] = None,
+    ) -> None:
+        self.identifier = identifier
+        self.function_name = function_name
+        self.function_version = function_version
+        self.handler = handler
+        self.account_id = account_id
+
+    def _fields(self) -> Tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Registration:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"Registration({fields})"
 
 
 class ExtensionsClient:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections.abc as cabc
-import difflib
 import typing
 from typing import Any, Dict, List, Literal, Optional, Tuple
 
@@ -247,6 +246,8 @@ def _literal_hint(text: str, options: Tuple[Any, ...]) -> str:
     for option in options:
         if isinstance(option, str) and option.lower() == text.lower():
             return f"; did you mean {option!r}? (values are case-sensitive)"
+    import difflib  # only for a mistake: not on every startup's way
+
     close = difflib.get_close_matches(text, [str(o) for o in options], n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -280,6 +281,8 @@ def _attrs_arguments(
     for key, knode, vnode in mapping_items(node, ctx):
         field = by_yaml.get(key)
         if field is None:
+            import difflib  # only for a mistake: not on every startup's way
+
             close = difflib.get_close_matches(key, list(by_yaml), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ctx.error(

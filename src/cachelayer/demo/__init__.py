@@ -12,6 +12,10 @@ from typing import Any, Dict, List
 FUNCTIONS = Path(__file__).resolve().parent / "functions"
 
 
+# As the layer's launcher runs it: the startup caches first (cachelayer.launch).
+LAUNCH = "from cachelayer.launch import run; run()"
+
+
 def _launcher(directory: Path) -> Path:
     """An extensions dir whose ``cachelayer`` runs this interpreter's installed cachelayer.
 
@@ -24,7 +28,7 @@ def _launcher(directory: Path) -> Path:
     launcher.write_text(
         "#!/bin/sh\n"
         "# Demo launcher: the installed cachelayer under this interpreter.\n"
-        f'exec "{sys.executable}" -u -m cachelayer.extension --name "$(basename "$0")"\n'
+        f'exec "{sys.executable}" -u -c "{LAUNCH}" --name "$(basename "$0")"\n'
     )
     launcher.chmod(0o755)
     return ext

@@ -286,7 +286,7 @@ class LayerBuilder:
             return
         self._progress(f"      bytecode: compiling for {request.target.runtime} with {interpreter}")
         bytecode.compile_tree(stage, site, interpreter, self._environ)
-        self._progress(bytecode.warm_attrs_cache(site, interpreter, self._environ))
+        self._progress(bytecode.warm_startup_caches(site, interpreter, self._environ))
 
     def _check_inputs(self, request: BuildRequest) -> None:
         offered = set(metadata.metadata(OWN_DISTRIBUTION).get_all("Provides-Extra") or [])

@@ -120,41 +120,47 @@ def without_python_variables(environ: Optional[Mapping[str, str]] = None) -> Dic
     return {k: v for k, v in source.items() if not k.startswith("PYTHON")}
 
 
-# Run by the target interpreter with the layer's packages first on its path (see attrs_cache).
-WARM_ATTRS_SCRIPT = (
-    "import sys; sys.path.insert(0, sys.argv[1]); from cachelayer import attrs_cache; "
-    "cache = attrs_cache.warm(); print(len(cache.used))"
+# Run by the target interpreter with the layer's packages first on its path, as the launcher
+# runs it (see cachelayer.startup_cache). The bundle holds only the layer's own modules (a
+# Python runtime's standard library is Lambda's, not this machine's) and is unchecked, as the
+# layer's .pyc files are.
+WARM_SCRIPT = (
+    "import sys; sys.path.insert(0, sys.argv[1]); from cachelayer import startup_cache; "
+    "c = startup_cache.warm(checked=False, only_under_root=True); "
+    "print(len(c.methods.used), len(c.programs.used) if c.programs else 0, c.bundled)"
 )
 
 
-def warm_attrs_cache(
+def warm_startup_caches(
     packages: Path, interpreter: str, environ: Optional[Mapping[str, str]] = None
 ) -> str:
-    """Write the layer's attrs code cache (``cachelayer.attrs_cache``) with ``interpreter``:
-    the compiled methods of the classes the extension creates on its way to ready, which a
-    read-only layer could never write at run time. Returns a line for the build's progress; a
-    failure (e.g. another architecture's C extensions) only skips the cache."""
+    """Write the layer's startup caches (``cachelayer.startup_cache``) with ``interpreter``:
+    the bundle of the modules the extension imports on its way to ready, their regular
+    expressions' programs and their attrs classes' methods, which a read-only layer could never
+    write at run time. Returns a line for the build's progress; a failure (e.g. another
+    architecture's C extensions) only skips the caches."""
     env = without_python_variables(environ)
     # The hash seed fixes the per-class salts attrs puts in __hash__: the same inputs give
     # the same bytes. So not -I, which would ignore it; no other PYTHON* variable is passed.
     env["PYTHONHASHSEED"] = "0"
     done = subprocess.run(
-        [interpreter, "-S", "-s", "-B", "-c", WARM_ATTRS_SCRIPT, str(packages)],
+        [interpreter, "-S", "-s", "-B", "-c", WARM_SCRIPT, str(packages)],
         capture_output=True,
         text=True,
         env=env,
         cwd=str(packages),
         timeout=300,
     )
-    return attrs_cache_outcome(done.returncode, done.stdout, done.stderr)
+    return startup_caches_outcome(done.returncode, done.stdout, done.stderr)
 
 
-def attrs_cache_outcome(code: int, stdout: str, stderr: str) -> str:
-    """The progress line for a run of ``WARM_ATTRS_SCRIPT``."""
-    if code == 0 and stdout.strip().isdigit():
+def startup_caches_outcome(code: int, stdout: str, stderr: str) -> str:
+    """The progress line for a run of ``WARM_SCRIPT``."""
+    counts = stdout.split()
+    if code == 0 and len(counts) == 3 and all(c.isdigit() for c in counts):
         return (
-            f"      attrs code cache: {stdout.strip()} classes' methods compiled ahead "
-            "(cold starts compile none)"
+            f"      startup caches: {counts[2]} modules bundled, {counts[1]} regex programs and "
+            f"{counts[0]} attrs classes' methods compiled ahead (cold starts compile none)"
         )
     last = (stderr.strip().splitlines() or [f"exit {code}"])[-1]
-    return f"      attrs code cache: skipped ({last[:200]}); cold starts compile attrs' methods"
+    return f"      startup caches: skipped ({last[:200]}); cold starts do that work themselves"

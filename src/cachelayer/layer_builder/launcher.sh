@@ -44,9 +44,11 @@ fi
 unset PYTHONPATH PYTHONHOME PYTHONSTARTUP PYTHONUSERBASE PYTHONSAFEPATH
 # -S: no site-packages of the interpreter (Lambda's runtime ships its own boto3 there);
 # -u: logs reach CloudWatch as they are written; -B: the layer is read-only.
-# exec, so that SIGTERM from Lambda reaches Python directly.
+# exec, so that SIGTERM from Lambda reaches Python directly. cachelayer.launch installs the
+# startup caches, then runs cachelayer.extension (not through runpy, which costs imports).
 exec "$python" -I -S -u -B -c '
-import runpy, sys
+import sys
 sys.path.insert(0, sys.argv.pop(1))
-runpy.run_module("cachelayer.extension", run_name="__main__", alter_sys=True)
+from cachelayer.launch import run
+run()
 ' "$packages" --name "$name"

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import attrs
 
-from cachelayer.layer_builder.bytecode import WARM_ATTRS_SCRIPT, attrs_cache_outcome
+from cachelayer.layer_builder.bytecode import WARM_SCRIPT, startup_caches_outcome
 from cachelayer.layer_builder.elf import LAYER_ROOT
 from cachelayer.layer_builder.errors import LayerBuildError
 from cachelayer.layer_builder.runtime_bundle import (
@@ -183,13 +183,13 @@ class StagedInterpreter:
             full_stdlib=True,
         )
 
-    def warm_attrs_cache(self) -> str:
-        """Write the layer's attrs code cache with the bundled interpreter (see
-        ``bytecode.warm_attrs_cache``); returns the build's progress line."""
+    def warm_startup_caches(self) -> str:
+        """Write the layer's startup caches with the bundled interpreter (see
+        ``bytecode.warm_startup_caches``); returns the build's progress line."""
         try:
             out = self.run(
-                ["-c", WARM_ATTRS_SCRIPT, str(self.bundle.site)], what="warming attrs' cache"
+                ["-c", WARM_SCRIPT, str(self.bundle.site)], what="warming the startup caches"
             )
         except LayerBuildError as exc:
-            return attrs_cache_outcome(1, "", str(exc))
-        return attrs_cache_outcome(0, out, "")
+            return startup_caches_outcome(1, "", str(exc))
+        return startup_caches_outcome(0, out, "")

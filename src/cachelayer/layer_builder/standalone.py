@@ -77,7 +77,7 @@ def finish_bundle(
         progress(f"      bytecode: compiling with the bundled CPython {found['version']}{ignored}")
         interpreter.compile_stdlib()
         interpreter.compile_packages()
-        progress(interpreter.warm_attrs_cache())
+        progress(interpreter.warm_startup_caches())
     count = check_elf_files(stage, ELF_MACHINES[bundle.arch])
     libraries = sorted(p.name for p in bundle.lib.iterdir() if p.is_file())
     progress(

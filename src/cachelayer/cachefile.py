@@ -1,0 +1,98 @@
+"""One marshal file of compile results kept between processes, as .pyc files keep modules.
+
+The file behind ``cachelayer.attrs_cache`` (attrs' generated methods) and
+``cachelayer.regex_cache`` (regular-expression programs): it lives beside this package's own
+bytecode, is keyed by a header (format, interpreter) so a foreign or stale file reads as empty,
+is written atomically, and is not written where bytecode may not be (``-B``, as in a read-only
+Lambda layer, whose builder writes it at build time instead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import marshal
+import os
+import sys
+from typing import Any, Dict, Optional, Tuple
+
+log = logging.getLogger("cachelayer.cachefile")
+
+__all__ = ["CacheFile", "default_path", "kept_entries", "python_magic"]
+
+
+def python_magic() -> bytes:
+    """The interpreter's bytecode magic number (``importlib.util.MAGIC_NUMBER``), without
+    importing ``importlib.util`` on the extension's way to ready."""
+    try:
+        from importlib._bootstrap_external import MAGIC_NUMBER  # frozen: already loaded
+    except ImportError:  # pragma: no cover - an interpreter without it
+        from importlib.util import MAGIC_NUMBER
+    return bytes(MAGIC_NUMBER)
+
+
+def default_path(stem: str) -> Optional[str]:
+    """``cachelayer/__pycache__/<stem>.<cache tag>.marshal`` (honouring
+    ``PYTHONPYCACHEPREFIX``, as the package's .pyc files do); None where the interpreter writes
+    no bytecode tag."""
+    tag = sys.implementation.cache_tag
+    if tag is None:
+        return None
+    package = os.path.dirname(os.path.abspath(__file__))
+    prefix = sys.pycache_prefix
+    if prefix:
+        directory = os.path.join(prefix, package.lstrip(os.sep))
+    else:
+        directory = os.path.join(package, "__pycache__")
+    return os.path.join(directory, f"{stem}.{tag}.marshal")
+
+
+def kept_entries(used: Dict[Any, Any], others: Dict[Any, Any], limit: int) -> Dict[Any, Any]:
+    """What to write: this process's entries, then the file's others (another process may need
+    others), up to ``limit`` in all, so entries nobody uses any more age out."""
+    kept = dict(used)
+    for key, entry in others.items():
+        if len(kept) >= limit:
+            break
+        kept.setdefault(key, entry)
+    return kept
+
+
+class CacheFile:
+    """The file at ``path`` (None: no file; everything reads empty) whose entries belong to
+    ``header``."""
+
+    def __init__(self, path: Optional[str], header: Tuple[Any, ...]) -> None:
+        self.path = path
+        self.header = header
+
+    def load(self) -> Dict[Any, Any]:
+        """The entries; a missing, foreign, stale or damaged file gives none."""
+        if self.path is None:
+            return {}
+        try:
+            with open(self.path, "rb") as f:
+                header, entries = marshal.loads(f.read())
+        except (OSError, EOFError, ValueError, TypeError):
+            return {}
+        if tuple(header) != self.header or not isinstance(entries, dict):
+            return {}
+        return entries
+
+    def save(self, entries: Dict[Any, Any], *, force: bool = False) -> bool:
+        """Write ``entries`` if bytecode may be written (``force``: even under ``-B``). Atomic:
+        a concurrent reader sees the old file or the new. False if nothing was written."""
+        if self.path is None or (sys.dont_write_bytecode and not force):
+            return False
+        temporary = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with open(temporary, "wb") as f:
+                f.write(marshal.dumps((self.header, entries)))
+            os.replace(temporary, self.path)
+        except (OSError, ValueError) as exc:  # read-only, foreign, or an unmarshallable entry
+            log.debug("cache file %s not written: %s", self.path, exc)
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            return False
+        return True

@@ -1,0 +1,24 @@
+"""What the layer's launcher runs: the startup caches first, then the extension.
+
+    python -I -S -u -B -c 'import sys; sys.path.insert(0, sys.argv.pop(1));
+        from cachelayer.launch import run; run()' <packages> --name <name>
+
+Not ``runpy`` (``python -m``): it imports ``importlib.util`` and friends the extension has no
+use for. The startup modules' bundle goes in first, before the next import, then the caches,
+before anything compiles a regular expression or builds an attrs class
+(``cachelayer.startup_cache``).
+"""
+
+from __future__ import annotations
+
+
+def run() -> None:
+    """Install the startup bundle and caches, run the extension, exit with its code (never
+    returns)."""
+    from cachelayer import startup_cache
+
+    startup_cache.install(modules=True)
+    from cachelayer.extension import main
+    from cachelayer.logs import exit_now
+
+    exit_now(main())
