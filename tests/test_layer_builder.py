@@ -279,18 +279,25 @@ class TestBuiltLayer:
                 code = marshal.loads(data[16:])
                 assert code.co_filename == "/opt/" + source
 
-    def test_attrs_methods_come_compiled_with_the_layer(self, host_layer: Dict[str, Any]) -> None:
-        """The layer ships attrs' generated methods compiled for its Python (a read-only /opt
-        could never cache them): the extension's startup imports from the layer compile none."""
+    def test_startup_caches_come_with_the_layer(self, host_layer: Dict[str, Any]) -> None:
+        """The layer ships its startup caches made for its Python (a read-only /opt could never
+        write them): the extension's startup imports from the layer take their modules from
+        the bundle (the layer's own: the runtime's standard library is Lambda's), and compile
+        no regular expression and no attrs method."""
         tag = sys.implementation.cache_tag
         site = host_layer["dir"] / "cachelayer"
-        assert (site / "cachelayer" / "__pycache__" / f"attrs-methods.{tag}.marshal").is_file()
-        assert "classes' methods compiled ahead" in host_layer["err"] + host_layer["out"]
+        cache = site / "cachelayer" / "__pycache__"
+        assert (cache / f"attrs-methods.{tag}.marshal").is_file()
+        assert (cache / f"re-programs.{tag}.marshal").is_file()
+        assert (cache / f"startup-modules.{tag}.bundle").is_file()
+        assert "modules bundled" in host_layer["err"] + host_layer["out"]
         startup = (
-            "import sys; sys.path.insert(0, sys.argv[1]); from cachelayer import attrs_cache; "
-            "c = attrs_cache.install(); import cachelayer.extension, cachelayer.core.app, "
-            "cachelayer.server; from cachelayer import plugins; plugins.discover(); "
-            "print(c.hits, c.compiled)"
+            "import sys; sys.path.insert(0, sys.argv[1]); from cachelayer import startup_cache; "
+            "c = startup_cache.install(modules=True); import cachelayer.extension, "
+            "cachelayer.core.app, cachelayer.server; from cachelayer import plugins; "
+            "plugins.discover(); import json; print(json.dumps([c.modules.served, "
+            "c.modules.refused, sorted(c.modules.index), c.programs.compiled, c.methods.hits, "
+            "c.methods.compiled, cachelayer.server.__file__]))"
         )
         done = subprocess.run(
             [sys.executable, "-I", "-S", "-B", "-c", startup, str(site)],
@@ -298,8 +305,11 @@ class TestBuiltLayer:
             text=True,
         )
         assert done.returncode == 0, done.stderr
-        hits, compiled = map(int, done.stdout.split())
+        served, refused, index, programs, hits, compiled, server = json.loads(done.stdout)
+        assert served >= 60 and refused == 0 and programs == 0
+        assert all(n.split(".")[0] not in ("json", "asyncio", "email") for n in index)
         assert hits >= 40 and compiled == 0
+        assert server == str(site / "cachelayer" / "server" / "__init__.py")
 
     def test_layout_modes_and_private_packages(self, host_layer: Dict[str, Any]) -> None:
         """The zip holds an executable extensions/cachelayer and packages under cachelayer/ only."""

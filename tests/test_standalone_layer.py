@@ -187,8 +187,10 @@ class TestStandaloneBuild:
         stdlib = "cachelayer/python-runtime/lib/python3.11/"
         assert stdlib + "os.pyc" in names and stdlib + "os.py" not in names
         assert "cachelayer/cachelayer/__pycache__/extension.cpython-311.pyc" in names
-        # attrs' generated methods, compiled by the bundled interpreter (cachelayer.attrs_cache)
-        assert "cachelayer/cachelayer/__pycache__/attrs-methods.cpython-311.marshal" in names
+        # The startup caches, made by the bundled interpreter (cachelayer.startup_cache)
+        for cache in ("attrs-methods", "re-programs"):
+            assert f"cachelayer/cachelayer/__pycache__/{cache}.cpython-311.marshal" in names
+        assert "cachelayer/cachelayer/__pycache__/startup-modules.cpython-311.bundle" in names
 
     @pytest.mark.slow
     def test_same_inputs_give_the_same_bytes(

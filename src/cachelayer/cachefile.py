@@ -48,8 +48,8 @@ def default_path(stem: str) -> Optional[str]:
 
 
 def kept_entries(used: Dict[Any, Any], others: Dict[Any, Any], limit: int) -> Dict[Any, Any]:
-    """What to write: this process's entries, then the file's others (another process may need
-    others), up to ``limit`` in all, so entries nobody uses any more age out."""
+    """What to write: all of this process's entries, then the file's others (another process
+    may need others) while there are fewer than ``limit``, so entries nobody uses age out."""
     kept = dict(used)
     for key, entry in others.items():
         if len(kept) >= limit:
@@ -75,7 +75,7 @@ class CacheFile:
                 header, entries = marshal.loads(f.read())
         except (OSError, EOFError, ValueError, TypeError):
             return {}
-        if tuple(header) != self.header or not isinstance(entries, dict):
+        if type(header) is not tuple or header != self.header or type(entries) is not dict:
             return {}
         return entries
 

@@ -114,8 +114,11 @@ class BundleFinder:
         entry = self.index.get(fullname)
         if entry is None:
             return None
-        where, relative, sourceless, mtime_ns, size, offset, length = entry
-        origin = self.entries[where] + os.sep + relative
+        try:
+            where, relative, sourceless, mtime_ns, size, offset, length = entry
+            origin = self.entries[where] + os.sep + relative
+        except (TypeError, ValueError, IndexError):  # a damaged table: the normal way
+            return None
         if self.checked:
             try:
                 stat = os.stat(origin)
@@ -150,10 +153,14 @@ def _read(path: str) -> Optional[Tuple[int, Dict[str, Any]]]:
             raise ValueError("not a module bundle")
         start = int.from_bytes(head[len(_MAGIC) : len(_MAGIC) + _LENGTH_BYTES], "little")
         length = int.from_bytes(head[len(_MAGIC) + _LENGTH_BYTES :], "little")
+        if start + length != os.fstat(fd).st_size:
+            raise ValueError("truncated or damaged")
         header, table = marshal.loads(os.pread(fd, length, start))
         if tuple(header) != _header() or not isinstance(table, dict):
             raise ValueError("another interpreter's bundle")
-    except (OSError, EOFError, ValueError, TypeError):
+        for key in ("path", "checked", "modules"):
+            table[key]  # a KeyError: a damaged table
+    except (OSError, EOFError, ValueError, TypeError, KeyError, OverflowError):
         os.close(fd)
         return None
     return fd, table
@@ -204,9 +211,9 @@ def uninstall() -> None:
         _installed = None
 
 
-def _bundled(name: str, module: Any, entries: List[str]) -> Optional[Tuple[int, str, bool, Any]]:
-    """(entry index, path under it, sourceless, code) for a module the normal file loaders
-    loaded from under one of ``entries`` at the place its name gives; else None."""
+def _bundled(name: str, module: Any, entries: List[str]) -> Optional[Tuple[int, str, bool, bytes]]:
+    """(entry index, path under it, sourceless, marshalled code) for a module the normal file
+    loaders loaded from under one of ``entries`` at the place its name gives; else None."""
     spec: Any = getattr(module, "__spec__", None)
     loader: Any = getattr(spec, "loader", None)
     origin = getattr(spec, "origin", None)
@@ -228,8 +235,25 @@ def _bundled(name: str, module: Any, entries: List[str]) -> Optional[Tuple[int, 
                 code = loader.get_code(name)
             except (ImportError, OSError, SyntaxError):
                 return None
-            return (index, relative, sourceless, code) if code is not None else None
+            if code is None:
+                return None
+            return (index, relative, sourceless, _marshalled(code, origin, sourceless))
     return None
+
+
+def _marshalled(code: Any, origin: str, sourceless: bool) -> bytes:
+    """``code`` marshalled: the bytes of its .pyc when that holds this very code, as written
+    by compileall (reproducible: marshal's output for a live object depends on reference
+    counts), else marshalled now."""
+    pyc = origin if sourceless else _external.cache_from_source(origin)
+    try:
+        with open(pyc, "rb") as f:
+            data = f.read()[16:]
+        if marshal.loads(data) == code:
+            return data
+    except (OSError, EOFError, ValueError, TypeError):
+        pass
+    return marshal.dumps(code)
 
 
 def write(
@@ -254,7 +278,7 @@ def write(
     # '' (the working directory) stays in place, so the indexes are sys.path's, and is never
     # matched: a bundle written with it before a used entry is never used.
     entries = [os.path.normpath(os.path.abspath(e)) if e else "" for e in sys.path]
-    found: Dict[str, Tuple[int, str, bool, Any]] = {}
+    found: Dict[str, Tuple[int, str, bool, bytes]] = {}
     for name, module in sorted((modules if modules is not None else dict(sys.modules)).items()):
         bundled = _bundled(name, module, entries)
         if bundled is None:
@@ -267,8 +291,7 @@ def write(
     offset = len(_MAGIC) + 2 * _LENGTH_BYTES
     blobs: List[bytes] = []
     table: Dict[str, Entry] = {}
-    for name, (where, relative, sourceless, code) in found.items():
-        blob = marshal.dumps(code)
+    for name, (where, relative, sourceless, blob) in found.items():
         mtime_ns = size = 0
         if checked:
             stat = os.stat(os.path.join(entries[where], relative))

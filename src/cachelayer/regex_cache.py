@@ -22,7 +22,9 @@ tests/test_regex_cache.py holds the patterns the startup compiles, and more, to 
 from __future__ import annotations
 
 import _sre
+import os
 import re
+import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 from cachelayer import cachefile
@@ -73,6 +75,52 @@ def build(pattern: Any, compiled: Program) -> re.Pattern[Any]:
     return made
 
 
+_RE_DIRECTORY = os.path.dirname(re.__file__) + os.sep
+
+
+def _program_warning_as_re(pattern: Any, flags: int) -> Tuple[Program, bool]:
+    """``program()`` and whether the parser warned ("possible nested set"...), its warnings
+    given as the stdlib gives them: at ``re``'s caller (this module's frames would shift their
+    stacklevel)."""
+    import warnings
+
+    caught: List[Any] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            compiled = program(pattern, flags)
+    finally:
+        if caught:
+            _warn_again(caught)
+    return compiled, bool(caught)
+
+
+def _warn_again(caught: List[Any]) -> None:
+    import warnings
+
+    frame = sys._getframe(1)
+    while frame.f_back is not None and (
+        frame.f_code.co_filename.startswith(_RE_DIRECTORY) or frame.f_code.co_filename == __file__
+    ):
+        frame = frame.f_back
+    for warning in caught:
+        ours = warning.filename.startswith(_RE_DIRECTORY) or warning.filename == __file__
+        if not ours:  # another thread's, caught meanwhile: where it was raised
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+            continue
+        module_globals = frame.f_globals
+        warnings.warn_explicit(
+            warning.message,
+            warning.category,
+            frame.f_code.co_filename,
+            frame.f_lineno,
+            module=module_globals.get("__name__"),
+            registry=module_globals.setdefault("__warningregistry__", {}),
+        )
+
+
 class RegexProgramCache:
     """The cache file's programs, the ones this process used, and how many it parsed."""
 
@@ -102,10 +150,11 @@ class RegexProgramCache:
                 self.hits += 1
                 self.used[key] = compiled
                 return made
-        compiled = program(pattern, flags)  # a bad pattern raises re.error here, as ever
+        compiled, warned = _program_warning_as_re(pattern, flags)  # bad: re.error, as ever
         made = build(pattern, compiled)
         self.compiled += 1
-        self._entries[key] = self.used[key] = compiled
+        if not warned:  # else not kept: each process warns of it, as without the cache
+            self._entries[key] = self.used[key] = compiled
         return made
 
     def save(self, *, force: bool = False) -> bool:

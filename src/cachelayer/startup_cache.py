@@ -52,11 +52,11 @@ class StartupCaches:
 
     def summary(self) -> str:
         """``modules: 243 from the bundle; regex programs: 62 cached, 0 compiled; ...``."""
-        parts = [
-            f"modules: {self.modules.served} from the bundle, {self.modules.refused} changed"
-            if self.modules is not None
-            else "modules: no bundle"
-        ]
+        if self.modules is not None:
+            modules = f"{self.modules.served} from the bundle, {self.modules.refused} changed"
+        else:
+            modules = f"{self.bundled} written to the bundle" if self.bundled else "no bundle"
+        parts = [f"modules: {modules}"]
         for label, cache in (("regex programs", self.programs), ("attrs classes", self.methods)):
             if cache is None:
                 parts.append(f"{label}: no cache (library not as expected)")
