@@ -180,8 +180,10 @@ def measure(
 
 
 def warm_startup_caches() -> str:
-    """Fill the startup caches (regex programs, attrs' methods) as the layer builder fills a
-    layer's (cachelayer.startup_cache.warm), so the extension runs as it would from a layer."""
+    """Fill the startup caches (the bundle of the startup modules' code, checked against their
+    sources; regex programs; attrs' methods) in this tree's ``src/cachelayer/__pycache__``, as
+    the layer builder fills a layer's (cachelayer.startup_cache.warm), so the extension runs as
+    it would from a layer."""
     done = subprocess.run(
         [
             sys.executable,

@@ -231,3 +231,52 @@ class TestMovedTree:
 
 def _no_bundles(directory: str, names: List[str]) -> List[str]:
     return [n for n in names if n.endswith((".bundle", ".marshal")) or n == "__pycache__"]
+
+
+class TestAsTheNormalLoader:
+    def test_code_names_the_file_it_runs_from_wherever_its_pyc_was_compiled(self, tmp_path):
+        """A .pyc compiled elsewhere (a layer's names /opt): co_filename is fixed to the file,
+        as the normal loader fixes it."""
+        pkgs, bundle = tmp_path / "pkgs", tmp_path / "b.bundle"
+        _package(pkgs, "v")
+        (pkgs / "mypkg" / "sub.py").write_text("def f():\n    return 1\n")
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", "-d", "/elsewhere", str(pkgs)], check=True
+        )
+        assert _run("-c", WRITE_MYPKG, str(bundle), str(pkgs), "c") == 2
+        read = READ_MYPKG.replace("mypkg.sub.VALUE", "mypkg.sub.f.__code__.co_filename")
+        served, _, filename, file, _ = _run("-c", read, str(bundle), str(pkgs))
+        assert served == 2 and filename == file == str(pkgs / "mypkg" / "sub.py")
+
+    def test_an_optimized_interpreter_has_a_bundle_of_its_own(self, tmp_path):
+        """-O reads .opt-1.pyc (no asserts): a bundle written under -O is not served without."""
+        pkgs, bundle = tmp_path / "pkgs", tmp_path / "b.bundle"
+        _package(pkgs, "v")
+        assert _run("-O", "-B", "-c", WRITE_MYPKG, str(bundle), str(pkgs), "c") == 2
+        assert _run("-B", "-c", READ_MYPKG, str(bundle), str(pkgs))[:2] == [None, None]
+        assert _run("-O", "-B", "-c", READ_MYPKG, str(bundle), str(pkgs))[:2] == [2, 0]
+
+    def test_a_submodule_of_a_parent_found_elsewhere_is_not_served(self, tmp_path):
+        """The parent package's __path__ must hold the directory the bundle found it in."""
+        pkgs, other, bundle = tmp_path / "pkgs", tmp_path / "other", tmp_path / "b.bundle"
+        _package(pkgs, "bundled")
+        _package(other, "elsewhere")
+        assert _run("-B", "-c", WRITE_MYPKG, str(bundle), str(pkgs), "c") == 2
+        moved = READ_MYPKG.replace(
+            "import mypkg.sub\n",
+            "import mypkg\nmypkg.__path__[:] = [sys.argv[3] + '/mypkg']\nimport mypkg.sub\n",
+        )
+        served, _, value, _, _ = _run("-B", "-c", moved, str(bundle), str(pkgs), str(other))
+        assert (served, value) == (1, "elsewhere")
+
+    def test_a_damaged_table_is_no_bundle(self, tmp_path):
+        """A table that unmarshals but is not a bundle's: install() gives None, no exception."""
+        import marshal
+
+        from cachelayer import module_bundle
+
+        for table in ({"path": [1], "checked": True, "modules": {}}, {"path": [], "modules": 3}):
+            index = marshal.dumps((module_bundle._header(), table))
+            head = b"CLMB" + (20).to_bytes(8, "little") + len(index).to_bytes(8, "little")
+            (tmp_path / "t.bundle").write_bytes(head + index)
+            assert module_bundle.install(str(tmp_path / "t.bundle")) is None

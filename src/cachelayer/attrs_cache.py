@@ -72,6 +72,8 @@ class AttrsCodeCache:
         salt = int(match.group(2)) if match else None
         key = (filename, _SALT.sub(r"\g<1>0\g<3>", script, count=1) if match else script)
         entry = self._entries.get(key)
+        if type(entry) is not tuple or len(entry) != 2 or type(entry[0]) is not types.CodeType:
+            entry = None  # none, or a damaged one: compiled afresh
         if entry is None:
             code = compile(script, filename, "exec")
             self.compiled += 1

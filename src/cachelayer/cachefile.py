@@ -24,11 +24,9 @@ __all__ = ["CacheFile", "default_path", "kept_entries", "python_magic"]
 def python_magic() -> bytes:
     """The interpreter's bytecode magic number (``importlib.util.MAGIC_NUMBER``), without
     importing ``importlib.util`` on the extension's way to ready."""
-    try:
-        from importlib._bootstrap_external import MAGIC_NUMBER  # frozen: already loaded
-    except ImportError:  # pragma: no cover - an interpreter without it
-        from importlib.util import MAGIC_NUMBER
-    return bytes(MAGIC_NUMBER)
+    import _frozen_importlib_external  # the import system's own: loaded at startup
+
+    return bytes(_frozen_importlib_external.MAGIC_NUMBER)
 
 
 def default_path(stem: str) -> Optional[str]:

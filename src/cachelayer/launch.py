@@ -11,13 +11,18 @@ before anything compiles a regular expression or builds an attrs class
 
 from __future__ import annotations
 
+import sys
+
 
 def run() -> None:
     """Install the startup bundle and caches, run the extension, exit with its code (never
     returns)."""
-    from cachelayer import startup_cache
+    try:
+        from cachelayer import startup_cache
 
-    startup_cache.install(modules=True)
+        startup_cache.install(modules=True)
+    except Exception as exc:  # a cache is a speed-up: without it, the extension still runs
+        print(f"[cachelayer] WARNING startup caches not used: {exc!r}", file=sys.stderr)
     from cachelayer.extension import main
     from cachelayer.logs import exit_now
 

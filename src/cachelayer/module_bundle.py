@@ -8,27 +8,34 @@ start here (``bench/bench_startup.py``). CPython 3.11 freezes the modules of its
 the same reason; this does the same for ours, with a finder placed first on ``sys.meta_path``
 that hands out the code of the modules a bundle file holds, read with one ``pread`` each.
 
-What stays the same: every module is found where the normal finders would find it, with the
-normal loader class (``SourceFileLoader``, ``SourcelessFileLoader``) and so the same
-``__file__``, ``__spec__``, ``__path__``, source for tracebacks and package resources; only
-its code comes from the bundle. The bundle is used only if ``sys.path`` is, up to the last
-entry it holds modules of, what it was when the bundle was written (entries under the
-package root stored relative to it, so a layer built in one place runs in ``/opt``). A
-module not in the bundle, and a bundled one whose source has changed (in a "checked" bundle,
-by its size and mtime, as a .pyc is checked), is imported the normal way. A layer's bundle is
-"unchecked", as the layer's .pyc files are (``--invalidation-mode unchecked-hash``): its files
-do not change after the build. The file lives beside this package's bytecode
-(``__pycache__/startup-modules.<tag>.bundle``); ``write()`` makes it, from what a process has
-imported (``cachelayer.startup_cache.warm``, the layer builder's step).
+What stays the same: a module is served from the file the normal finders found it in when the
+bundle was written, with the normal loader's behaviour (a subclass of ``SourceFileLoader`` or
+``SourcelessFileLoader``) and so the same ``__file__``, ``__spec__``, ``__path__``, source for
+tracebacks, ``co_filename`` and package resources; only its code comes from the bundle. The
+bundle is used only if ``sys.path`` is, up to the last entry it holds modules of, what it was
+when the bundle was written (entries under the package root stored relative to it, so a layer
+built in one place runs in ``/opt``), and a submodule only while its parent's ``__path__`` holds
+the directory it was found in. A module not in the bundle, and a bundled one whose file has
+changed (in a "checked" bundle, by its size and mtime, as a .pyc is checked), is imported the
+normal way; a new file that would now shadow a bundled module (a package or an extension
+module of the same name, written after the bundle) is not looked for: write the bundle again. A
+layer's bundle is "unchecked", as the layer's .pyc files are (``--invalidation-mode
+unchecked-hash``): its files do not change after the build. ``-O`` and ``-OO`` have bundles of
+their own. A damaged file is no bundle, or a damaged entry its module imported the normal way.
+The file lives beside this package's bytecode (``__pycache__/startup-modules.<tag>.bundle``);
+``write()`` makes it from what a process has imported (``cachelayer.startup_cache.warm``, the
+layer builder's step).
 """
 
 from __future__ import annotations
 
 import _frozen_importlib_external as _external
+import _imp
 import contextlib
 import marshal
 import os
 import sys
+from types import CodeType
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["BundleFinder", "bundle_path", "install", "uninstall", "write"]
@@ -58,7 +65,13 @@ def package_root() -> str:
 
 
 def _header() -> Tuple[Any, ...]:
-    return (_FORMAT, bytes(_external.MAGIC_NUMBER), sys.implementation.cache_tag)
+    # -O and -OO read other .pyc files (.opt-1, .opt-2): another bundle.
+    return (
+        _FORMAT,
+        bytes(_external.MAGIC_NUMBER),
+        sys.implementation.cache_tag,
+        sys.flags.optimize,
+    )
 
 
 def _stored_entry(entry: str, root: str) -> Tuple[bool, str]:
@@ -85,8 +98,14 @@ class _BundledCode:
         finder, offset, length = self._bundle
         try:
             code = marshal.loads(os.pread(finder.fd, length, offset))
-        except (OSError, EOFError, ValueError, TypeError):  # a damaged file: the normal way
+            if type(code) is not CodeType:
+                raise TypeError("not code")
+        except Exception:  # a damaged file, or one closed by uninstall(): the normal way
             return super().get_code(fullname)  # type: ignore[misc]
+        if isinstance(self, _external.SourceFileLoader):
+            # As the normal loader does: the code names the file it is run from, wherever the
+            # .pyc was compiled (a layer's name /opt).
+            _imp._fix_co_filename(code, self.path)
         finder.served += 1
         return code
 
@@ -97,6 +116,13 @@ class _BundledSourceLoader(_BundledCode, _external.SourceFileLoader):  # type: i
 
 class _BundledSourcelessLoader(_BundledCode, _external.SourcelessFileLoader):
     pass
+
+
+def _parent_directory(origin: str, relative: str) -> str:
+    """The directory a parent package's ``__path__`` holds for the module at ``origin``."""
+    directory = os.path.dirname(origin)
+    is_package = os.path.basename(relative).startswith("__init__.")
+    return os.path.dirname(directory) if is_package else directory
 
 
 class BundleFinder:
@@ -117,12 +143,14 @@ class BundleFinder:
         try:
             where, relative, sourceless, mtime_ns, size, offset, length = entry
             origin = self.entries[where] + os.sep + relative
-        except (TypeError, ValueError, IndexError):  # a damaged table: the normal way
+        except Exception:  # a damaged table: the normal way
             return None
+        if path is not None and _parent_directory(origin, relative) not in path:
+            return None  # the parent package is not where the bundle found it
         if self.checked:
             try:
                 stat = os.stat(origin)
-            except OSError:
+            except (OSError, ValueError):
                 self.refused += 1
                 return None
             if stat.st_mtime_ns != mtime_ns or stat.st_size != size:
@@ -158,9 +186,12 @@ def _read(path: str) -> Optional[Tuple[int, Dict[str, Any]]]:
         header, table = marshal.loads(os.pread(fd, length, start))
         if tuple(header) != _header() or not isinstance(table, dict):
             raise ValueError("another interpreter's bundle")
-        for key in ("path", "checked", "modules"):
-            table[key]  # a KeyError: a damaged table
-    except (OSError, EOFError, ValueError, TypeError, KeyError, OverflowError):
+        stored, modules = table["path"], table["modules"]
+        if not isinstance(modules, dict) or not all(
+            type(s) is tuple and len(s) == 2 and isinstance(s[1], str) for s in stored
+        ):
+            raise ValueError("a damaged table")
+    except Exception:
         os.close(fd)
         return None
     return fd, table
@@ -294,7 +325,10 @@ def write(
     for name, (where, relative, sourceless, blob) in found.items():
         mtime_ns = size = 0
         if checked:
-            stat = os.stat(os.path.join(entries[where], relative))
+            try:
+                stat = os.stat(os.path.join(entries[where], relative))
+            except OSError:  # gone since it was imported
+                continue
             mtime_ns, size = stat.st_mtime_ns, stat.st_size
         table[name] = (where, relative, sourceless, mtime_ns, size, offset, len(blob))
         blobs.append(blob)

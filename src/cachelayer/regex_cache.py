@@ -10,9 +10,11 @@ under attrs, ours): some 10 ms of every cold start, the same work each time. ``i
 what was parsed, where bytecode may be written (a read-only layer's file is written by the
 layer builder).
 
-The pattern and its flags are the key, the interpreter's bytecode magic and ``_sre``'s own
-magic and code size are the file's, so another interpreter or another regex engine finds no
-entry. ``_sre.compile`` checks every program it is given, as it does the stdlib's; one that fails
+The pattern and its flags are the key; the interpreter's bytecode magic and full version and
+``_sre``'s own magic and code size are the file's, so another interpreter (even another patch
+release) or another regex engine finds no entry. As with a .pyc and the compiler's
+SyntaxWarnings, the parser's warnings come when a pattern is parsed, not when its program is
+read from the file. ``_sre.compile`` checks every program it is given, as it does the stdlib's; one that fails
 (a damaged file) is compiled as without the cache. ``install()`` first compiles a probe both ways
 and does nothing unless the two patterns are equal (``Pattern.__eq__`` compares the programs),
 so an interpreter whose compiler differs from what this expects is left alone.
@@ -22,7 +24,6 @@ tests/test_regex_cache.py holds the patterns the startup compiles, and more, to 
 from __future__ import annotations
 
 import _sre
-import os
 import re
 import sys
 from typing import Any, Dict, List, Optional, Tuple
@@ -53,7 +54,11 @@ Program = Tuple[int, List[int], int, Dict[str, int], Tuple[Optional[str], ...]]
 
 def program(pattern: Any, flags: int) -> Program:
     """Parse and compile ``pattern`` as ``re._compiler.compile`` does, short of ``_sre.compile``."""
-    parsed = _parser.parse(pattern, flags)
+    return program_of(_parser.parse(pattern, flags), flags)
+
+
+def program_of(parsed: Any, flags: int) -> Program:
+    """The program of a parsed pattern (``re._parser.parse``'s result)."""
     code = _compiler._code(parsed, flags)
     groupindex = dict(parsed.state.groupdict)
     indexgroup: List[Optional[str]] = [None] * parsed.state.groups
@@ -75,58 +80,13 @@ def build(pattern: Any, compiled: Program) -> re.Pattern[Any]:
     return made
 
 
-_RE_DIRECTORY = os.path.dirname(re.__file__) + os.sep
-
-
-def _program_warning_as_re(pattern: Any, flags: int) -> Tuple[Program, bool]:
-    """``program()`` and whether the parser warned ("possible nested set"...), its warnings
-    given as the stdlib gives them: at ``re``'s caller (this module's frames would shift their
-    stacklevel)."""
-    import warnings
-
-    caught: List[Any] = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            compiled = program(pattern, flags)
-    finally:
-        if caught:
-            _warn_again(caught)
-    return compiled, bool(caught)
-
-
-def _warn_again(caught: List[Any]) -> None:
-    import warnings
-
-    frame = sys._getframe(1)
-    while frame.f_back is not None and (
-        frame.f_code.co_filename.startswith(_RE_DIRECTORY) or frame.f_code.co_filename == __file__
-    ):
-        frame = frame.f_back
-    for warning in caught:
-        ours = warning.filename.startswith(_RE_DIRECTORY) or warning.filename == __file__
-        if not ours:  # another thread's, caught meanwhile: where it was raised
-            warnings.warn_explicit(
-                warning.message, warning.category, warning.filename, warning.lineno
-            )
-            continue
-        module_globals = frame.f_globals
-        warnings.warn_explicit(
-            warning.message,
-            warning.category,
-            frame.f_code.co_filename,
-            frame.f_lineno,
-            module=module_globals.get("__name__"),
-            registry=module_globals.setdefault("__warningregistry__", {}),
-        )
-
-
 class RegexProgramCache:
     """The cache file's programs, the ones this process used, and how many it parsed."""
 
     def __init__(self, path: Optional[str], tag: str = "") -> None:
         self.path = path
-        magic = (int(_constants.MAGIC), int(_sre.CODESIZE))
+        # The parser and compiler may change in a patch release without any magic changing.
+        magic = (int(_constants.MAGIC), int(_sre.CODESIZE), sys.version)
         self._file = cachefile.CacheFile(path, (_FORMAT, cachefile.python_magic(), magic, tag))
         self._entries: Dict[Key, Program] = {}
         self.used: Dict[Key, Program] = {}
@@ -139,22 +99,32 @@ class RegexProgramCache:
 
     def pattern(self, pattern: Any, flags: int) -> Any:
         """``re._compiler.compile(pattern, flags)``, from the cache where it holds the program."""
+        made = self.cached(pattern, flags)
+        if made is None:
+            made = self.parsed(pattern, flags, _parser.parse(pattern, flags))
+        return made
+
+    def cached(self, pattern: Any, flags: int) -> Any:
+        """The pattern made from the cached program, or None (not cached, or damaged)."""
         key = (pattern, flags)
         compiled = self._entries.get(key)
-        if compiled is not None:
-            try:
-                made = build(pattern, compiled)
-            except Exception:  # a damaged entry: _sre refused it
-                self._entries.pop(key, None)
-            else:
-                self.hits += 1
-                self.used[key] = compiled
-                return made
-        compiled, warned = _program_warning_as_re(pattern, flags)  # bad: re.error, as ever
+        if compiled is None:
+            return None
+        try:
+            made = build(pattern, compiled)
+        except Exception:  # a damaged entry: _sre refused it
+            self._entries.pop(key, None)
+            return None
+        self.hits += 1
+        self.used[key] = compiled
+        return made
+
+    def parsed(self, pattern: Any, flags: int, parsed: Any) -> Any:
+        """The pattern made from ``parsed``, its program kept."""
+        compiled = program_of(parsed, flags)
         made = build(pattern, compiled)
         self.compiled += 1
-        if not warned:  # else not kept: each process warns of it, as without the cache
-            self._entries[key] = self.used[key] = compiled
+        self._entries[(pattern, flags)] = self.used[(pattern, flags)] = compiled
         return made
 
     def save(self, *, force: bool = False) -> bool:
@@ -191,7 +161,15 @@ def install(path: Optional[str] = None) -> Optional[RegexProgramCache]:
         # A parsed SubPattern (re.Scanner's) or the debug flag (which prints): the stdlib's way.
         if type(p) not in (str, bytes) or flags & _DEBUG:
             return original(p, flags)
-        return cache.pattern(p, int(flags))
+        flags = int(flags)
+        made = cache.cached(p, flags)
+        if made is not None:
+            return made
+        # Parsed here, in the frame that stands where the stdlib's compile() stands, so that
+        # the parser's warnings ("possible nested set") name re's caller, as they do without
+        # the cache. Like a .pyc's compile-time SyntaxWarnings, they come when a pattern is
+        # parsed, not when its program is read from the file.
+        return cache.parsed(p, flags, _parser.parse(p, flags))
 
     _compiler.compile = compile
     _installed = (cache, original)
