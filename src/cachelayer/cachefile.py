@@ -10,13 +10,10 @@ Lambda layer, whose builder writes it at build time instead).
 from __future__ import annotations
 
 import contextlib
-import logging
 import marshal
 import os
 import sys
 from typing import Any, Dict, Optional, Tuple
-
-log = logging.getLogger("cachelayer.cachefile")
 
 __all__ = ["CacheFile", "default_path", "kept_entries", "python_magic"]
 
@@ -89,7 +86,11 @@ class CacheFile:
                 f.write(marshal.dumps((self.header, entries)))
             os.replace(temporary, self.path)
         except (OSError, ValueError) as exc:  # read-only, foreign, or an unmarshallable entry
-            log.debug("cache file %s not written: %s", self.path, exc)
+            import logging  # only here: this module is imported before logging's patterns
+
+            logging.getLogger("cachelayer.cachefile").debug(
+                "cache file %s not written: %s", self.path, exc
+            )
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             return False

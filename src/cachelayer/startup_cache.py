@@ -86,11 +86,13 @@ def install(
 
         _drop_working_directory()
         _modules = module_bundle.install()
-    from cachelayer import attrs_cache, regex_cache
+    # The regex cache first: attrs_cache and logging compile patterns when imported.
+    from cachelayer import regex_cache
 
-    return StartupCaches(
-        _modules, regex_cache.install(programs_path), attrs_cache.install(methods_path)
-    )
+    programs = regex_cache.install(programs_path)
+    from cachelayer import attrs_cache
+
+    return StartupCaches(_modules, programs, attrs_cache.install(methods_path))
 
 
 def _drop_working_directory() -> None:
