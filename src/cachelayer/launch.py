@@ -11,12 +11,16 @@ before anything compiles a regular expression or builds an attrs class
 
 from __future__ import annotations
 
+import gc
 import sys
 
 
 def run() -> None:
     """Install the startup bundle and caches, run the extension, exit with its code (never
     returns)."""
+    # No collections while init allocates (imports, classes, config) and frees little: the
+    # extension enables the collector again once ready (see cachelayer.extension.main).
+    gc.disable()
     try:
         from cachelayer import startup_cache
 
