@@ -24,7 +24,7 @@ import contextlib
 import re
 import sys
 import types
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from cachelayer import cachefile
 
@@ -48,23 +48,17 @@ def default_path() -> Optional[str]:
     return cachefile.default_path("attrs-methods")
 
 
-class AttrsCodeCache:
+class AttrsCodeCache(cachefile.EntryCache):
     """The cache file's entries, the ones this process used, and the ones it compiled."""
 
     def __init__(self, path: Optional[str], tag: str = "") -> None:
-        self.path = path
         # The generated script and the compiler decide the code, so the interpreter's bytecode
         # magic is the file's only key beside the format (``tag``: a further one, for tests).
         # Not attrs' version: attr.__version__ imports importlib.metadata (~10 ms).
-        self._file = cachefile.CacheFile(path, (_FORMAT, cachefile.python_magic(), tag))
-        self._entries: Dict[Key, Entry] = {}
-        self.used: Dict[Key, Entry] = {}
-        self.compiled = 0
-        self.hits = 0
+        super().__init__(path, (_FORMAT, cachefile.python_magic(), tag))
 
-    def load(self) -> None:
-        """Read the file; a missing, stale or damaged one is simply empty."""
-        self._entries = self._file.load()
+    def limit(self) -> int:
+        return MAX_ENTRIES
 
     def code_for(self, script: str, filename: str) -> types.CodeType:
         """The compiled ``script``: from the cache, or compiled now and remembered."""
@@ -85,15 +79,6 @@ class AttrsCodeCache:
         if salt != cached_salt and salt is not None and cached_salt is not None:
             code = _replace_constant(code, cached_salt, salt)
         return code
-
-    def save(self, *, force: bool = False) -> bool:
-        """Write the entries this process used (and the file's others, up to ``MAX_ENTRIES``),
-        if it compiled any and bytecode may be written (``force``: even under ``-B``)."""
-        if not self.compiled:
-            return False
-        return self._file.save(
-            cachefile.kept_entries(self.used, self._entries, MAX_ENTRIES), force=force
-        )
 
 
 def _replace_constant(code: types.CodeType, old: int, new: int) -> types.CodeType:

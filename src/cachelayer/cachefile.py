@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Any, Dict, Optional, Tuple
 
-__all__ = ["CacheFile", "default_path", "kept_entries", "python_magic"]
+__all__ = ["CacheFile", "EntryCache", "default_path", "kept_entries", "python_magic"]
 
 
 def python_magic() -> bytes:
@@ -95,3 +95,31 @@ class CacheFile:
                 os.unlink(temporary)
             return False
         return True
+
+
+class EntryCache:
+    """The entries of one ``CacheFile``, the ones this process used, and how many it found
+    (``hits``) and had to compute (``compiled``): what the attrs and regex caches share."""
+
+    def __init__(self, path: Optional[str], header: Tuple[Any, ...]) -> None:
+        self.path = path
+        self._file = CacheFile(path, header)
+        self._entries: Dict[Any, Any] = {}
+        self.used: Dict[Any, Any] = {}
+        self.compiled = 0
+        self.hits = 0
+
+    def limit(self) -> int:
+        """How many entries the file keeps at most (see ``kept_entries``)."""
+        raise NotImplementedError
+
+    def load(self) -> None:
+        """Read the file; a missing, stale or damaged one is simply empty."""
+        self._entries = self._file.load()
+
+    def save(self, *, force: bool = False) -> bool:
+        """Write the entries this process used (and the file's others, up to ``limit()``), if
+        it computed any and bytecode may be written (``force``: even under ``-B``)."""
+        if not self.compiled:
+            return False
+        return self._file.save(kept_entries(self.used, self._entries, self.limit()), force=force)

@@ -80,22 +80,16 @@ def build(pattern: Any, compiled: Program) -> re.Pattern[Any]:
     return made
 
 
-class RegexProgramCache:
+class RegexProgramCache(cachefile.EntryCache):
     """The cache file's programs, the ones this process used, and how many it parsed."""
 
     def __init__(self, path: Optional[str], tag: str = "") -> None:
-        self.path = path
         # The parser and compiler may change in a patch release without any magic changing.
         magic = (int(_constants.MAGIC), int(_sre.CODESIZE), sys.version)
-        self._file = cachefile.CacheFile(path, (_FORMAT, cachefile.python_magic(), magic, tag))
-        self._entries: Dict[Key, Program] = {}
-        self.used: Dict[Key, Program] = {}
-        self.compiled = 0
-        self.hits = 0
+        super().__init__(path, (_FORMAT, cachefile.python_magic(), magic, tag))
 
-    def load(self) -> None:
-        """Read the file; a missing, stale or damaged one is simply empty."""
-        self._entries = self._file.load()
+    def limit(self) -> int:
+        return MAX_ENTRIES
 
     def pattern(self, pattern: Any, flags: int) -> Any:
         """``re._compiler.compile(pattern, flags)``, from the cache where it holds the program."""
@@ -126,15 +120,6 @@ class RegexProgramCache:
         self.compiled += 1
         self._entries[(pattern, flags)] = self.used[(pattern, flags)] = compiled
         return made
-
-    def save(self, *, force: bool = False) -> bool:
-        """Write the programs this process used (and the file's others, up to ``MAX_ENTRIES``)
-        if it parsed any and bytecode may be written (``force``: even under ``-B``)."""
-        if not self.compiled:
-            return False
-        return self._file.save(
-            cachefile.kept_entries(self.used, self._entries, MAX_ENTRIES), force=force
-        )
 
 
 _installed: Optional[Tuple[RegexProgramCache, Any]] = None
