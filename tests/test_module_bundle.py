@@ -201,7 +201,7 @@ class TestMovedTree:
         write = (
             "import sys; sys.path.insert(0, sys.argv[1])\n"
             "while '' in sys.path: sys.path.remove('')\n"
-            "import cachelayer.cachefile, cachelayer.regex_cache, json\n"
+            "import cachelayer.regex_cache, cachelayer.attrs_cache, json\n"
             "from cachelayer import module_bundle\n"
             "print(module_bundle.write(checked=False, only_under_root=True))\n"
         )
@@ -220,7 +220,7 @@ class TestMovedTree:
             "while '' in sys.path: sys.path.remove('')\n"
             "from cachelayer import module_bundle\n"
             "finder = module_bundle.install()\n"
-            "import cachelayer.regex_cache, json\n"
+            "import cachelayer.regex_cache, cachelayer.attrs_cache, json\n"
             "print(json.dumps([finder.served, sorted(finder.index), "
             "cachelayer.regex_cache.__file__]))\n"
         )

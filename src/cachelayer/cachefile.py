@@ -13,9 +13,17 @@ import contextlib
 import marshal
 import os
 import sys
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Tuple
 
-__all__ = ["CacheFile", "EntryCache", "default_path", "kept_entries", "python_magic"]
+__all__ = [
+    "CacheFile",
+    "EntryCache",
+    "cache_path",
+    "default_path",
+    "kept_entries",
+    "python_magic",
+    "write_atomically",
+]
 
 
 def python_magic() -> bytes:
@@ -26,8 +34,8 @@ def python_magic() -> bytes:
     return bytes(_frozen_importlib_external.MAGIC_NUMBER)
 
 
-def default_path(stem: str) -> Optional[str]:
-    """``cachelayer/__pycache__/<stem>.<cache tag>.marshal`` (honouring
+def cache_path(name: str) -> Optional[str]:
+    """``<name with {tag} filled>`` in ``cachelayer/__pycache__`` (honouring
     ``PYTHONPYCACHEPREFIX``, as the package's .pyc files do); None where the interpreter writes
     no bytecode tag."""
     tag = sys.implementation.cache_tag
@@ -39,7 +47,29 @@ def default_path(stem: str) -> Optional[str]:
         directory = os.path.join(prefix, package.lstrip(os.sep))
     else:
         directory = os.path.join(package, "__pycache__")
-    return os.path.join(directory, f"{stem}.{tag}.marshal")
+    return os.path.join(directory, name.format(tag=tag))
+
+
+def default_path(stem: str) -> Optional[str]:
+    """``cachelayer/__pycache__/<stem>.<cache tag>.marshal`` (see ``cache_path``)."""
+    return cache_path(stem + ".{tag}.marshal")
+
+
+def write_atomically(path: str, parts: Iterable[bytes]) -> None:
+    """Write ``parts`` to ``path`` through a temporary file and a rename, making the directory:
+    a concurrent reader sees the old file or the new. Raises what writing raised, leaving no
+    temporary file behind."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(temporary, "wb") as f:
+            for part in parts:
+                f.write(part)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def kept_entries(used: Dict[Any, Any], others: Dict[Any, Any], limit: int) -> Dict[Any, Any]:
@@ -79,20 +109,14 @@ class CacheFile:
         a concurrent reader sees the old file or the new. False if nothing was written."""
         if self.path is None or (sys.dont_write_bytecode and not force):
             return False
-        temporary = f"{self.path}.{os.getpid()}.tmp"
         try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            with open(temporary, "wb") as f:
-                f.write(marshal.dumps((self.header, entries)))
-            os.replace(temporary, self.path)
+            write_atomically(self.path, (marshal.dumps((self.header, entries)),))
         except (OSError, ValueError) as exc:  # read-only, foreign, or an unmarshallable entry
             import logging  # only here: this module is imported before logging's patterns
 
             logging.getLogger("cachelayer.cachefile").debug(
                 "cache file %s not written: %s", self.path, exc
             )
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
             return False
         return True
 

@@ -38,6 +38,8 @@ import sys
 from types import CodeType
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from cachelayer import cachefile
+
 __all__ = ["BundleFinder", "bundle_path", "install", "uninstall", "write"]
 
 _FORMAT = 1
@@ -50,13 +52,7 @@ Entry = Tuple[int, str, bool, int, int, int, int]
 def bundle_path() -> Optional[str]:
     """``cachelayer/__pycache__/startup-modules.<cache tag>.bundle``; None where the interpreter
     writes no bytecode tag."""
-    tag = sys.implementation.cache_tag
-    if tag is None:
-        return None
-    directory = os.path.dirname(os.path.abspath(__file__))
-    prefix = sys.pycache_prefix
-    cache = os.path.join(prefix, directory.lstrip(os.sep)) if prefix else directory + "/__pycache__"
-    return os.path.join(cache, f"startup-modules.{tag}.bundle")
+    return cachefile.cache_path("startup-modules.{tag}.bundle")
 
 
 def package_root() -> str:
@@ -337,17 +333,5 @@ def write(
     index = marshal.dumps((_header(), {"path": stored, "checked": checked, "modules": table}))
     head = _MAGIC + offset.to_bytes(_LENGTH_BYTES, "little")
     head += len(index).to_bytes(_LENGTH_BYTES, "little")
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(temporary, "wb") as f:
-            f.write(head)
-            for blob in blobs:
-                f.write(blob)
-            f.write(index)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    cachefile.write_atomically(path, (head, *blobs, index))
     return len(table)
